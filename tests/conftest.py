@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from attune.store.db import Base, make_engine
 from attune.store.migrate import upgrade
@@ -41,7 +41,7 @@ def pg_database() -> Iterator[str]:
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     eng = make_engine(url)
     upgrade(eng)
     eng.dispose()

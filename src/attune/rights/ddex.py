@@ -49,7 +49,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, Final, Protocol
 from xml.parsers import expat
 
 from lxml import etree
@@ -257,6 +257,14 @@ def _too_large(size: int, limit: int) -> str:
     return f"refused: file is larger than the {limit:,}-byte limit ({size:,} bytes or more)"
 
 
+class _Source(Protocol):
+    """What the reader needs from a source: a binary file object, ``io.BytesIO``, ..."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, /) -> object: ...
+
+
 class _TooLarge(Exception):
     pass
 
@@ -267,7 +275,7 @@ class _BoundedReader:
     Guards against files that grow after the size check, and non-regular sources.
     """
 
-    def __init__(self, raw: BinaryIO, limit: int) -> None:
+    def __init__(self, raw: _Source, limit: int) -> None:
         self._raw = raw
         self._limit = limit
         self._count = 0
@@ -347,7 +355,7 @@ def _scan_prolog(reader: _BoundedReader, name: str) -> None:
     raise DdexError(name, "not well-formed XML: no root element", line=1)  # pragma: no cover
 
 
-def _parse_stream(raw: BinaryIO, name: str, max_bytes: int) -> ErnMessage:
+def _parse_stream(raw: _Source, name: str, max_bytes: int) -> ErnMessage:
     reader = _BoundedReader(raw, max_bytes)
     try:
         _scan_prolog(reader, name)
@@ -452,6 +460,7 @@ class _PendingRecording:
     party_refs: tuple[tuple[str, str], ...]  # (party reference, element path)
     line: int
     path: str
+    reference: str
 
 
 class _Builder:
@@ -503,8 +512,12 @@ class _Builder:
 
     def _check_root(self, element: Any) -> None:
         line = _line(element)
+        # Belt and braces: the prolog scan has already refused any DOCTYPE.
         docinfo = element.getroottree().docinfo
-        if docinfo.doctype or docinfo.internalDTD is not None:  # belt and braces
+        dtd = docinfo.internalDTD
+        if dtd is not None and list(dtd.iterentities()):
+            raise DdexError(self._name, _ENTITY_REFUSAL, line=line)
+        if docinfo.doctype or dtd is not None:
             raise DdexError(self._name, _DOCTYPE_REFUSAL, line=line)
         qname = etree.QName(element)
         namespace = qname.namespace or ""
@@ -655,7 +668,9 @@ class _Builder:
                 p_line=p_line or None,
                 line=line,
             )
-        self._pending.append(_PendingRecording(built, tuple(problems), tuple(refs), line, base))
+        self._pending.append(
+            _PendingRecording(built, tuple(problems), tuple(refs), line, base, reference)
+        )
 
     # -- result -------------------------------------------------------------------------------
 
@@ -676,19 +691,20 @@ class _Builder:
                     problems.append(
                         RowError(pending.line, path, f"references party {party!r} not in PartyList")
                     )
-            recording = pending.recording
-            if recording is not None and recording.reference in seen_references:
+            if pending.reference in seen_references:
                 problems.append(
                     RowError(
                         pending.line,
                         f"{pending.path}/ResourceReference",
-                        f"duplicate ResourceReference {recording.reference!r}",
+                        f"duplicate ResourceReference {pending.reference!r}",
                     )
                 )
+            if pending.reference:
+                seen_references.add(pending.reference)
+            recording = pending.recording
             if problems or recording is None:
                 errors.extend(problems)
                 continue
-            seen_references.add(recording.reference)
             recordings.append(recording)
         errors.sort(key=lambda error: error.line)
         return ErnMessage(

@@ -1,0 +1,5 @@
+"""`python -m attune` runs the CLI."""
+
+from attune.cli import main
+
+main()
