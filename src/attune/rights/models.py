@@ -308,3 +308,59 @@ class ApiKey(Base):
     label: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+PARTY_SET_ROLES = (
+    "no_owner",
+    "no_artist",
+    "no_work",
+    "no_writer",
+    "owner",
+    "main",
+    "featured",
+    "writer",
+)
+
+
+class PartySet(Base):
+    """One distinct ordered list of the checks a decision makes; many recordings share one.
+
+    Derived from recordings and works by the registry (not audited), so that batch decisions
+    decide each list once instead of each recording.
+    """
+
+    __tablename__ = "party_sets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    signature: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class PartySetMember(Base):
+    """One check of a party set in decision order: a party in a role, or a missing-party marker."""
+
+    __tablename__ = "party_set_members"
+    __table_args__ = (
+        CheckConstraint(
+            "role IN ('no_owner', 'no_artist', 'no_work', 'no_writer', 'owner', 'main', "
+            "'featured', 'writer')",
+            name="role",
+        ),
+        {"sqlite_with_rowid": False},
+    )
+
+    party_set_id: Mapped[int] = mapped_column(ForeignKey("party_sets.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    party_id: Mapped[int | None] = mapped_column(ForeignKey("parties.id"))
+    role: Mapped[str] = mapped_column(String(12))
+
+
+class RecordingPartySet(Base):
+    """The party set whose checks decide a recording."""
+
+    __tablename__ = "recording_party_sets"
+    __table_args__ = (Index("ix_recording_party_sets_set", "party_set_id", "recording_id"),)
+
+    recording_id: Mapped[int] = mapped_column(
+        ForeignKey("recordings.id"), primary_key=True, autoincrement=False
+    )
+    party_set_id: Mapped[int] = mapped_column(ForeignKey("party_sets.id"))

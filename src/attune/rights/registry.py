@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from attune.rights.batch import assign_party_set
 from attune.rights.models import (
     Agreement,
     AgreementItem,
@@ -394,7 +395,10 @@ def add_work(session: Session, data: WorkIn, actor: str) -> Work:
 
 
 def add_recording(session: Session, data: RecordingIn, actor: str) -> Recording:
-    """Register a recording with its artists and master owners, and audit it."""
+    """Register a recording with its artists and master owners, and audit it.
+
+    Also maps it to its party set, the derived index batch decisions read (not audited).
+    """
     _check_unique(session, Recording, Recording.isrc, data.isrc, "isrc")
     if data.work_id is not None and session.get(Work, data.work_id) is None:
         raise RegistryError("work_id", f"no work with id {data.work_id}")
@@ -421,6 +425,7 @@ def add_recording(session: Session, data: RecordingIn, actor: str) -> Recording:
     )
     session.add(rec)
     session.flush()
+    assign_party_set(session, rec)
     audit.append(
         session,
         actor=actor,
