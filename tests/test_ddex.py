@@ -111,7 +111,7 @@ def test_fixture_header_and_parties() -> None:
     assert msg.parties == (
         ErnParty("PMaraQuell", "Mara Quell", "0000000412839532", None),
         ErnParty("PTobiAnsel", "Tobi Ansel", None, None),
-        ErnParty("PJonahPike", "Jonah Pike", "000000045612378X", "00487120355"),
+        ErnParty("PJonahPike", "Jonah Pike", "000000045612378X", "00487120353"),
         ErnParty("PLowtideRecords", "Lowtide Records", None, None),
     )
 

@@ -20,8 +20,16 @@ from tests import factory as f
 def test_party_identifiers_are_checked_and_normalised(engine: Engine) -> None:
     with transaction(engine) as s:
         p = registry.add_party(
-            s, PartyIn(name="  Brian May ", roles=("songwriter", "artist", "artist"),
-                       isni="0000 0001 2146 438X", ipi="87038166", aliases=("Bri",)), "t")
+            s,
+            PartyIn(
+                name="  Brian May ",
+                roles=("songwriter", "artist", "artist"),
+                isni="0000 0001 2146 438X",
+                ipi="87038166",
+                aliases=("Bri",),
+            ),
+            "t",
+        )
         assert (p.name, p.isni, p.ipi) == ("Brian May", "000000012146438X", "00087038166")
         assert [r.role for r in p.roles] == ["artist", "songwriter"]
         assert registry.find_party(s, "bri").id == p.id
@@ -36,14 +44,27 @@ def test_work_shares_must_total_exactly_100(engine: Engine) -> None:
     with transaction(engine) as s:
         a, b = f.party(s, "A", "songwriter"), f.party(s, "B", "publisher")
         with pytest.raises(ValidationError, match=r"total 99\.999999%"):
-            WorkIn(title="W", shares=(ShareIn(party_id=a.id, share=Decimal("33.333333")),
-                                      ShareIn(party_id=b.id, role="publisher",
-                                              share=Decimal("66.666666"))))
+            WorkIn(
+                title="W",
+                shares=(
+                    ShareIn(party_id=a.id, share=Decimal("33.333333")),
+                    ShareIn(party_id=b.id, role="publisher", share=Decimal("66.666666")),
+                ),
+            )
         with pytest.raises(ValidationError, match="at least one writer"):
             WorkIn(title="W", shares=(ShareIn(party_id=b.id, role="publisher", share=100),))
-        w = registry.add_work(s, WorkIn(title="W", iswc="T-034.524.680-1", shares=(
-            ShareIn(party_id=a.id, share=Decimal("33.333334")),
-            ShareIn(party_id=b.id, role="publisher", share=Decimal("66.666666")))), "t")
+        w = registry.add_work(
+            s,
+            WorkIn(
+                title="W",
+                iswc="T-034.524.680-1",
+                shares=(
+                    ShareIn(party_id=a.id, share=Decimal("33.333334")),
+                    ShareIn(party_id=b.id, role="publisher", share=Decimal("66.666666")),
+                ),
+            ),
+            "t",
+        )
         wid = w.id
     with transaction(engine) as s:
         stored = s.get(Work, wid)
@@ -55,14 +76,28 @@ def test_work_shares_must_total_exactly_100(engine: Engine) -> None:
 def test_unknown_references_name_the_field(engine: Engine) -> None:
     with transaction(engine) as s:
         label = f.party(s, "L", "label", kind="organisation")
-        bad = RecordingIn.model_validate({"title": "R", "isrc": "GBATT2699999", "work_id": 42,
-                                          "owners": [{"party_id": label.id, "share": 100}]})
+        bad = RecordingIn.model_validate(
+            {
+                "title": "R",
+                "isrc": "GBATT2699999",
+                "work_id": 42,
+                "owners": [{"party_id": label.id, "share": 100}],
+            }
+        )
         with pytest.raises(registry.RegistryError, match="work_id: no work with id 42"):
             registry.add_recording(s, bad, "t")
         with pytest.raises(registry.RegistryError, match=r"artists\[0\].party_id"):
-            registry.add_recording(s, RecordingIn.model_validate({
-                **bad.model_dump(), "work_id": None,
-                "artists": [{"party_id": 77, "role": "main"}]}), "t")
+            registry.add_recording(
+                s,
+                RecordingIn.model_validate(
+                    {
+                        **bad.model_dump(),
+                        "work_id": None,
+                        "artists": [{"party_id": 77, "role": "main"}],
+                    }
+                ),
+                "t",
+            )
 
 
 def test_refused_write_leaves_nothing(engine: Engine) -> None:
@@ -80,8 +115,9 @@ def test_duplicate_isrc_is_refused(engine: Engine) -> None:
     with transaction(engine) as s:
         label = f.party(s, "L", "label", kind="organisation")
         rec = f.recording(s, "R", None, [label], [])
-        again = RecordingIn(title="R2", isrc=rec.isrc, owners=({"party_id": label.id,
-                                                                 "share": 100},))
+        again = RecordingIn(
+            title="R2", isrc=rec.isrc, owners=({"party_id": label.id, "share": 100},)
+        )
         with pytest.raises(registry.RegistryError, match=f"isrc: {rec.isrc} is already"):
             registry.add_recording(s, again, "t")
         assert s.scalar(select(func.count()).select_from(Recording)) == 1
@@ -92,8 +128,7 @@ def test_agreement_input_rules() -> None:
     with pytest.raises(ValidationError, match="worldwide"):
         AgreementIn.model_validate(base)
     with pytest.raises(ValidationError, match="only a worldwide agreement has exclusions"):
-        AgreementIn.model_validate({**base, "territories": ["FR"],
-                                    "excluded_territories": ["DE"]})
+        AgreementIn.model_validate({**base, "territories": ["FR"], "excluded_territories": ["DE"]})
     with pytest.raises(ValidationError, match="ends before it starts"):
         AgreementIn.model_validate({**base, "worldwide": True, "end_date": "2025-01-01"})
     with pytest.raises(ValidationError, match="ai_revenue_share"):
@@ -111,3 +146,15 @@ def test_migrations_upgrade_downgrade_and_match_models(engine: Engine) -> None:
     assert tables <= set(inspect(engine).get_table_names())
     with transaction(engine) as s:
         f.party(s, "After migration", "artist")
+
+
+def test_outer_rollback_undoes_a_released_savepoint(engine: Engine) -> None:
+    class Stop(Exception):
+        pass
+
+    with pytest.raises(Stop), transaction(engine) as s:
+        with s.begin_nested():
+            f.party(s, "Kept only in the savepoint", "artist")
+        raise Stop
+    with transaction(engine) as s:
+        assert list(registry.list_parties(s)) == []

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, inspect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 DEFAULT_DB_PATH = Path(".attune") / "attune.db"
@@ -45,7 +45,13 @@ def database_url(url: str | None = None) -> str:
     return chosen
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    """Take transaction control from pysqlite and set Attune's pragmas.
+
+    pysqlite's default mode does not BEGIN before a SAVEPOINT, so releasing a savepoint would
+    commit and a later rollback would undo nothing; Attune emits BEGIN itself instead.
+    """
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA journal_mode=WAL")
@@ -56,12 +62,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
 def make_engine(url: str | None = None) -> Engine:
     """Create an engine for ``url`` (see :func:`database_url`) with Attune's connection settings."""
     resolved = database_url(url)
     engine = create_engine(resolved, future=True)
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
