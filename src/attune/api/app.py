@@ -5,10 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
+from swagger_ui_bundle import swagger_ui_path
 
 from attune import __version__
-from attune.api import artists, ops, platform, problems, rightsholders
+from attune.api import (
+    artists,
+    identify,
+    ops,
+    platform,
+    problems,
+    provenance,
+    rightsholders,
+    royalties,
+)
 from attune.api.problems import Problem
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -30,9 +43,23 @@ def create_app(engine: Engine) -> FastAPI:
         version=__version__,
         description="The rights layer for generative music: catalog, agreements, consent and "
         "decisions. Authenticate with `X-API-Key` or `Authorization: Bearer`.",
+        docs_url=None,
+        redoc_url=None,
     )
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """Interactive API docs, served from the package (no CDN: works offline)."""
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="Attune API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
+
     app.state.engine = engine
     problems.install(app)
-    for module in (artists, rightsholders, platform, ops):
+    for module in (artists, rightsholders, platform, identify, provenance, royalties, ops):
         app.include_router(module.router, responses=_PROBLEMS)
     return app

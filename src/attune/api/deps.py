@@ -63,6 +63,7 @@ def _role(*roles: str) -> Callable[[ApiKey], ApiKey]:
     return admit
 
 
+AnyKey = Annotated[ApiKey, Depends(_caller)]
 ArtistKey = Annotated[ApiKey, Depends(_role("artist"))]
 ConsentKey = Annotated[ApiKey, Depends(_role("artist", "rightsholder"))]
 CatalogKey = Annotated[ApiKey, Depends(_role("rightsholder"))]

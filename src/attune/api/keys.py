@@ -86,17 +86,11 @@ def authenticate(session: Session, presented: str) -> ApiKey | None:
     return key
 
 
-def get_key(session: Session, key_id: int) -> ApiKey:
-    """The key with this id (revoked or not)."""
+def revoke_key(session: Session, key_id: int, actor: str) -> ApiKey:
+    """Revoke a key for good (it stays listed, with the instant it was revoked) and audit it."""
     key = session.get(ApiKey, key_id)
     if key is None:
         raise registry.NotFound(f"no API key with id {key_id}")
-    return key
-
-
-def revoke_key(session: Session, key_id: int, actor: str) -> ApiKey:
-    """Revoke a key for good (it stays listed, with the instant it was revoked) and audit it."""
-    key = get_key(session, key_id)
     if key.revoked_at is not None:
         raise registry.RegistryError("key_id", f"API key {key_id} is already revoked")
     key.revoked_at = registry.now()

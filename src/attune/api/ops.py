@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
@@ -11,6 +16,7 @@ from attune.api import keys, responses
 from attune.api.deps import AdminKey, DbSession, actor
 from attune.api.responses import AuditReport, ChainProblemOut, Health, IssuedKey, KeyOut
 from attune.rights import registry
+from attune.rights.catalog_import import import_catalog
 from attune.store import audit
 
 router = APIRouter(tags=["operations"])
@@ -57,6 +63,24 @@ def verify_audit(key: AdminKey, session: DbSession) -> AuditReport:
         rows_checked=rows,
         state_problem=drift,
     )
+
+
+@router.post("/v1/imports", status_code=201)
+def import_file(
+    file: UploadFile, key: AdminKey, session: DbSession, skip_invalid: bool = False,
+    owner: str | None = None, format: str | None = None,
+) -> dict[str, Any]:
+    """Import a catalog file (CSV, JSON or DDEX ERN); all or nothing unless skip_invalid."""
+    name = Path(file.filename or "upload").name
+    with tempfile.TemporaryDirectory(prefix="attune-import-") as tmp:
+        path = Path(tmp) / name
+        with path.open("wb") as fh:
+            shutil.copyfileobj(file.file, fh)
+        report = import_catalog(session, path, fmt=format, skip_invalid=skip_invalid,
+                                actor=actor(key), owner_ref=owner)
+    data = report.as_dict()
+    data["path"] = name
+    return data
 
 
 @router.get("/v1/health")

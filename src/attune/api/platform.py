@@ -11,8 +11,9 @@ from attune.api import access, responses
 from attune.api.deps import DbSession, PlatformKey
 from attune.api.responses import BatchOut, DecisionOut, ReasonOut
 from attune.rights import registry
+from attune.rights.batch import decide_batch
 from attune.rights.identifiers import normalise_territory
-from attune.rights.policy import as_instant, decide
+from attune.rights.policy import decide
 from attune.rights.records import Instant, Use
 
 router = APIRouter(tags=["decisions"])
@@ -29,6 +30,8 @@ class BatchIn(BaseModel):
     recording_ids: tuple[int, ...] = Field(min_length=1, max_length=100_000)
     at: Instant | None = Field(default=None, description=AT_DOC)
     territory: Territory | None = Field(default=None, description=TERRITORY_DOC)
+    model_version: str | None = Field(default=None, max_length=200)
+    licensee_id: int | None = Field(default=None, description="admin keys only")
 
 
 @router.get("/v1/decisions/{use}")
@@ -43,15 +46,10 @@ def decide_one(
     licensee_id: Annotated[int | None, Query(description="admin keys only")] = None,
 ) -> DecisionOut:
     """Decide one use of one recording, naming every agreement and consent record behind it."""
+    licensee = access.licensee_scope(key, licensee_id)
     rec = registry.find_recording(session, recording)
     decision = decide(
-        session,
-        use,
-        rec,
-        at,
-        territory,
-        licensee_id=access.licensee_scope(key, licensee_id),
-        model_version=model_version,
+        session, use, rec, at, territory, licensee_id=licensee, model_version=model_version
     )
     return responses.decision(decision)
 
@@ -59,14 +57,20 @@ def decide_one(
 @router.post("/v1/decisions/{use}/batch")
 def decide_many(use: Use, data: BatchIn, key: PlatformKey, session: DbSession) -> BatchOut:
     """Decide one use for many recordings: the allowed ids, and the first reason for the rest."""
-    from attune.rights.batch import decide_batch  # imported here: written separately
-
-    when = as_instant(data.at)
-    result = decide_batch(session, use, when, data.territory, recording_ids=data.recording_ids)
+    licensee = access.licensee_scope(key, data.licensee_id)
+    result = decide_batch(
+        session,
+        use,
+        data.at,
+        data.territory,
+        recording_ids=data.recording_ids,
+        licensee_id=licensee,
+        model_version=data.model_version,
+    )
     return BatchOut(
-        use=use,
-        at=when,
-        territory=data.territory,
+        use=result.use,
+        at=result.at,
+        territory=result.territory,
         allowed=list(result.allowed),
-        excluded={rid: ReasonOut(**r.as_dict()) for rid, r in result.excluded.items()},
+        excluded={rid: ReasonOut.model_validate(r.as_dict()) for rid, r in result.excluded.items()},
     )

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
+from attune.rights.catalog_import import CatalogImportError
+from attune.rights.ddex import DdexError
 from attune.rights.registry import RegistryError
 
 MEDIA_TYPE = "application/problem+json"
@@ -35,7 +37,9 @@ class Problem(BaseModel):
 class ApiError(Exception):
     """A refusal the API raises on purpose (401, 403, ...), turned into problem JSON."""
 
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
@@ -43,7 +47,7 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def problem(
+def _problem(
     status: int,
     code: str,
     detail: str,
@@ -83,7 +87,7 @@ def _located(error: Any) -> tuple[str, str]:
 def _validation(errors: Sequence[Any]) -> JSONResponse:
     field, message = _located(errors[0])
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return problem(422, "validation_error", f"{field}: {message}{more}", field)
+    return _problem(422, "validation_error", f"{field}: {message}{more}", field)
 
 
 async def _on_request_validation(_: Request, exc: Exception) -> JSONResponse:
@@ -98,34 +102,40 @@ async def _on_model_validation(_: Request, exc: Exception) -> JSONResponse:
 
 async def _on_api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return problem(exc.status, exc.code, exc.detail, headers=exc.headers)
+    return _problem(exc.status, exc.code, exc.detail, headers=exc.headers)
 
 
 async def _on_registry_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RegistryError)
-    return problem(422, "rejected", str(exc), exc.field)
+    return _problem(422, "rejected", str(exc), exc.field)
 
 
 async def _on_lookup_error(_: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, KeyError | IndexError):
         raise exc  # a bug, not a missing record: let it reach the 500 handler and the log
-    return problem(404, "not_found", str(exc))
+    return _problem(404, "not_found", str(exc))
 
 
 async def _on_integrity_error(_: Request, exc: Exception) -> JSONResponse:
-    return problem(409, "conflict", "the write conflicts with data already stored; nothing changed")
+    return _problem(
+        409, "conflict", "the write conflicts with data already stored; nothing changed"
+    )
 
 
 async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
-    return problem(exc.status_code, code, str(exc.detail), headers=exc.headers)
+    return _problem(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 
 async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
-    return problem(
+    return _problem(
         500, "internal_error", "the server failed; the request's writes were rolled back"
     )
+
+
+async def _on_import_refused(_: Request, exc: Exception) -> JSONResponse:
+    return _problem(422, "import_refused", str(exc))
 
 
 def install(app: FastAPI) -> None:
@@ -134,6 +144,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ValidationError, _on_model_validation)
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(RegistryError, _on_registry_error)
+    app.add_exception_handler(CatalogImportError, _on_import_refused)
+    app.add_exception_handler(DdexError, _on_import_refused)
     app.add_exception_handler(LookupError, _on_lookup_error)
     app.add_exception_handler(IntegrityError, _on_integrity_error)
     app.add_exception_handler(HTTPException, _on_http_error)

@@ -24,7 +24,9 @@ def run_server(engine: Engine, host: str = "127.0.0.1", port: int = 8000) -> Non
 @contextmanager
 def serve(engine: Engine, host: str = "127.0.0.1") -> Iterator[str]:
     """Serve the API in a background thread on a free port; yield its base URL, then stop it."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that name it, and without
+    # it every keep-alive response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(create_app(engine), log_level="warning"))
