@@ -1,0 +1,293 @@
+"""Decode audio files to mono float32 at an analysis rate, whole or as a stream of blocks.
+
+WAV, FLAC, Ogg (Vorbis, Opus) and MP3 are read with soundfile (libsndfile); anything libsndfile
+cannot read (M4A/AAC, Opus in other containers, video files) goes through an ``ffmpeg`` subprocess.
+Channels are averaged to mono and the rate is converted with a polyphase filter
+(:func:`scipy.signal.resample_poly`) that runs block by block, so a file of any length streams in
+bounded memory and gives the same samples as converting it whole.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import soundfile as sf
+from numpy.typing import NDArray
+
+DEFAULT_SR = 8000
+DEFAULT_MAX_SECONDS = 4 * 3600.0
+BLOCK_SECONDS = 30.0
+_TRUNCATION_TOLERANCE = 0.98  # decoded / declared frames below this is reported as truncation
+_FFMPEG_TIMEOUT_S = 60.0
+# What libsndfile's header report and ffmpeg's error log say about damaged files.
+_SNDFILE_PROBLEMS = (
+    ("(should be ", "truncated: the header declares more data than the file holds"),
+    ("lacks an end-of-stream bit", "truncated: the Ogg stream stops before its end"),
+    ("Corrupted bitstream", "corrupt Ogg pages (the decoder skipped damaged data)"),
+)
+_FFMPEG_PROBLEMS = ("Invalid data", "CRC mismatch", "corrupt", "Error while decoding",
+                    "Invalid PCM packet", "Header missing")
+
+Signal = NDArray[np.float32]
+
+
+class AudioError(ValueError):
+    """A file that cannot be decoded; the message names the file and the cause."""
+
+    def __init__(self, path: str | os.PathLike[str], cause: str) -> None:
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"{self.path}: {cause}")
+
+
+class AudioInfo(NamedTuple):
+    """What a file's header declares.
+
+    Attributes: ``path``; ``samplerate`` in Hz; ``channels``; ``frames``, the number of samples
+    per channel the header declares (None when it declares none); ``decoder``, ``"soundfile"``
+    or ``"ffmpeg"``.
+    """
+
+    path: str
+    samplerate: int
+    channels: int
+    frames: int | None
+    decoder: str
+
+    @property
+    def duration(self) -> float | None:
+        """Declared length in seconds (None when unknown)."""
+        return None if self.frames is None else self.frames / self.samplerate
+
+
+def to_mono(y: NDArray[np.floating]) -> Signal:
+    """Average the channels of a ``(frames, channels)`` array (a 1-D array is already mono)."""
+    if y.ndim == 1:
+        return y.astype(np.float32, copy=False)
+    return np.asarray(y.mean(axis=1, dtype=np.float32), dtype=np.float32)
+
+
+def resample(y: NDArray[np.floating], orig_sr: int, target_sr: int) -> Signal:
+    """Convert mono ``y`` from ``orig_sr`` to ``target_sr`` Hz with a polyphase filter."""
+    if orig_sr <= 0 or target_sr <= 0:
+        raise ValueError(f"sample rates must be positive, got {orig_sr} and {target_sr}")
+    if orig_sr == target_sr:
+        return y.astype(np.float32, copy=False)
+    g = math.gcd(orig_sr, target_sr)
+    from scipy.signal import resample_poly  # imported here: scipy.signal takes ~1 s to load
+
+    out: Signal = resample_poly(y, target_sr // g, orig_sr // g).astype(np.float32, copy=False)
+    return out
+
+
+class _StreamResampler:
+    """Polyphase rate conversion applied block by block with enough context on each side.
+
+    Each block is converted together with ``context`` input samples on both sides and the middle
+    is kept, so the output equals :func:`resample` on the whole signal up to rounding.
+    """
+
+    def __init__(self, orig_sr: int, target_sr: int) -> None:
+        g = math.gcd(orig_sr, target_sr)
+        self.up, self.down = target_sr // g, orig_sr // g
+        half_len_in = 10 * max(self.up, self.down) // self.up + 2  # resample_poly's filter reach
+        self.context = self.down * -(-half_len_in // self.down)
+        self.buffer: Signal = np.zeros(self.context, dtype=np.float32)
+        self.n_in = 0
+        self.n_out = 0
+
+    def _convert(self, chunk: Signal, keep_in: int) -> Signal:
+        """Convert ``chunk`` (context + ``keep_in`` samples + context); return the kept middle."""
+        from scipy.signal import resample_poly
+
+        out: Signal = resample_poly(chunk, self.up, self.down).astype(np.float32)
+        start = self.context * self.up // self.down
+        return out[start : start + -(-keep_in * self.up // self.down)]
+
+    def push(self, x: Signal) -> Signal:
+        """Feed input samples; return the output samples that are now final."""
+        self.n_in += len(x)
+        self.buffer = np.concatenate([self.buffer, x])
+        usable = (len(self.buffer) - 2 * self.context) // self.down * self.down
+        if usable <= 0:
+            return np.zeros(0, dtype=np.float32)
+        out = self._convert(self.buffer[: usable + 2 * self.context], usable)
+        self.buffer = self.buffer[usable:]
+        self.n_out += len(out)
+        return out
+
+    def flush(self) -> Signal:
+        """Return the remaining output once the input has ended."""
+        total = -(-self.n_in * self.up // self.down)
+        remaining = len(self.buffer) - self.context
+        if remaining <= 0 or total <= self.n_out:
+            return np.zeros(0, dtype=np.float32)
+        pad = np.zeros(self.context + self.down, dtype=np.float32)
+        out = self._convert(np.concatenate([self.buffer, pad]), remaining)
+        return out[: total - self.n_out]
+
+
+def _check_path(path: Path) -> None:
+    """Raise AudioError for a missing, non-regular or empty file."""
+    if not path.exists():
+        raise AudioError(path, "no such file")
+    if not path.is_file():
+        raise AudioError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "the file is empty (0 bytes)")
+
+
+def _ffprobe(path: Path) -> AudioInfo:
+    """Read the first audio stream's header with ffprobe."""
+    if shutil.which("ffprobe") is None:
+        raise AudioError(path, "not readable by libsndfile, and ffmpeg (ffprobe) is not installed")
+    cmd = ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_streams", "-of", "json",
+           str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_FFMPEG_TIMEOUT_S,
+                          check=False)
+    if proc.returncode != 0:
+        detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "unreadable"
+        detail = detail.removeprefix(f"{path}: ")
+        raise AudioError(path, f"not a recognised audio file ({detail})")
+    streams = json.loads(proc.stdout or "{}").get("streams", [])
+    if not streams:
+        raise AudioError(path, "not a recognised audio file (no audio stream)")
+    s = streams[0]
+    sr, channels = int(s.get("sample_rate", 0)), int(s.get("channels", 0))
+    if sr <= 0 or channels <= 0:
+        raise AudioError(path, "the audio stream declares no sample rate or channels")
+    duration = s.get("duration")
+    frames = round(float(duration) * sr) if duration not in (None, "N/A") else None
+    return AudioInfo(str(path), sr, channels, frames, "ffmpeg")
+
+
+def info(path: str | os.PathLike[str]) -> AudioInfo:
+    """Read what a file's header declares, choosing the decoder that can read it."""
+    p = Path(path)
+    _check_path(p)
+    try:
+        i = sf.info(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return _ffprobe(p)
+    for marker, cause in _SNDFILE_PROBLEMS:
+        if marker in i.extra_info:
+            raise AudioError(p, cause)
+    frames = i.frames if 0 < i.frames < 2**62 else None
+    return AudioInfo(str(p), int(i.samplerate), int(i.channels), frames, "soundfile")
+
+
+def _native_blocks(head: AudioInfo, block_frames: int) -> Iterator[NDArray[np.float32]]:
+    """Yield ``(frames, channels)`` float32 blocks at the native rate."""
+    if head.decoder == "soundfile":
+        try:
+            with sf.SoundFile(head.path) as f:
+                while True:
+                    block = f.read(block_frames, dtype="float32", always_2d=True)
+                    if len(block) == 0:
+                        return
+                    yield block
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioError(head.path, f"corrupt audio data ({exc})") from exc
+        return
+    if shutil.which("ffmpeg") is None:
+        raise AudioError(head.path, "decoding this format needs ffmpeg, which is not installed")
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", head.path, "-map", "0:a:0", "-f", "f32le",
+           "-acodec", "pcm_f32le", "-"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    nbytes = block_frames * head.channels * 4
+    try:
+        while chunk := proc.stdout.read(nbytes):
+            usable = len(chunk) // (4 * head.channels) * 4 * head.channels
+            yield np.frombuffer(chunk[:usable], dtype="<f4").reshape(-1, head.channels)
+        errors = proc.stderr.read().decode(errors="replace").strip().splitlines()
+        damaged = [line for line in errors if any(m in line for m in _FFMPEG_PROBLEMS)]
+        if proc.wait(timeout=_FFMPEG_TIMEOUT_S) != 0 or damaged:
+            cause = (damaged or errors or [f"ffmpeg exited {proc.returncode}"])[-1]
+            raise AudioError(head.path, f"corrupt audio data ({cause.strip()})")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def stream(
+    path: str | os.PathLike[str],
+    sr: int | None = DEFAULT_SR,
+    *,
+    block_seconds: float = BLOCK_SECONDS,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+) -> Iterator[Signal]:
+    """Yield a file as mono float32 blocks at ``sr`` Hz (native rate when None), in bounded memory.
+
+    Parameters
+    ----------
+    path : audio file of any format soundfile or ffmpeg reads.
+    sr : output rate in Hz, or None for the file's own rate.
+    block_seconds : length of each yielded block in seconds (the last may be shorter).
+    max_seconds : longest audio accepted, in seconds; longer files raise AudioError.
+
+    Raises
+    ------
+    AudioError
+        The file is missing, empty, not audio, corrupt, truncated or longer than ``max_seconds``.
+    """
+    head = info(path)
+    if head.duration is not None and head.duration > max_seconds:
+        raise AudioError(path, f"{head.duration:.0f} s long, over the limit of {max_seconds:.0f} s")
+    out_sr = head.samplerate if sr is None else sr
+    resampler = _StreamResampler(head.samplerate, out_sr) if out_sr != head.samplerate else None
+    block_frames = max(1, round(block_seconds * head.samplerate))
+    limit_frames = max_seconds * head.samplerate
+    pending: list[Signal] = []
+    n_pending = 0
+    target = max(1, round(block_seconds * out_sr))
+    decoded = 0
+    for native in _native_blocks(head, block_frames):
+        decoded += len(native)
+        if decoded > limit_frames:
+            raise AudioError(path, f"longer than the limit of {max_seconds:.0f} s")
+        mono = to_mono(native)
+        y = resampler.push(mono) if resampler is not None else mono
+        pending.append(y)
+        n_pending += len(y)
+        while n_pending >= target:
+            joined = np.concatenate(pending)
+            yield joined[:target]
+            pending, n_pending = [joined[target:]], n_pending - target
+    if decoded == 0:
+        raise AudioError(path, "contains no audio samples")
+    if head.frames is not None and decoded < _TRUNCATION_TOLERANCE * head.frames:
+        raise AudioError(
+            path,
+            f"truncated: decoded {decoded / head.samplerate:.2f} s of the "
+            f"{head.frames / head.samplerate:.2f} s its header declares",
+        )
+    if resampler is not None:
+        pending.append(resampler.flush())
+    rest = np.concatenate(pending)
+    for i in range(0, len(rest), target):
+        yield rest[i : i + target]
+
+
+def decode(
+    path: str | os.PathLike[str],
+    sr: int | None = DEFAULT_SR,
+    *,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+) -> tuple[Signal, int]:
+    """Decode a whole file to mono float32 at ``sr`` Hz (native when None); return ``(y, sr)``.
+
+    Raises AudioError naming the file and the cause for anything that cannot be decoded whole.
+    """
+    blocks = list(stream(path, sr, max_seconds=max_seconds))
+    out_sr = info(path).samplerate if sr is None else sr
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32), out_sr

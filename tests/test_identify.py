@@ -1,0 +1,235 @@
+"""attune.identify on music-like signals synthesised here: find, locate, survive edits, refuse."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from attune.identify import (
+    Fingerprinted,
+    Index,
+    IndexUnavailable,
+    Job,
+    JobFailure,
+    LocalPool,
+    Serial,
+    fingerprint,
+    identify,
+    identify_file,
+    index_jobs,
+)
+from attune.identify import landmarks as fp
+
+SR = fp.SR
+SONG_SECONDS = 40.0
+
+
+def song(seed: int, seconds: float = SONG_SECONDS, pitch: float = 0.0,
+         tempo: float = 1.0) -> np.ndarray:
+    """A music-like signal: chords of harmonic notes with decaying envelopes, and drum hits.
+
+    ``pitch`` shifts every note by that many semitones; ``tempo`` > 1 plays the same score faster
+    without changing pitch (an exact pitch shift and time stretch of the same piece).
+    """
+    rng = np.random.default_rng(seed)
+    n = round(seconds / tempo * SR)
+    y = np.zeros(n + SR, dtype=np.float64)
+    scale = np.array([0, 2, 4, 5, 7, 9, 11])
+    t = 0.0
+    while t < seconds:
+        step = rng.choice([0.125, 0.25, 0.375, 0.5])
+        for _ in range(rng.integers(1, 4)):
+            midi = 48 + 12 * rng.integers(0, 3) + scale[rng.integers(0, 7)]
+            hz = 440.0 * 2 ** ((midi - 69 + pitch) / 12)
+            dur = rng.uniform(0.15, 0.8) / tempo
+            k = np.arange(round(dur * SR))
+            env = np.exp(-k / (0.3 * len(k))) * rng.uniform(0.2, 0.6)
+            note = sum(np.sin(2 * np.pi * hz * h * k / SR) / h for h in (1, 2, 3, 4))
+            start = round(t / tempo * SR)
+            y[start : start + len(k)] += env * note
+        if rng.random() < 0.5:
+            k = np.arange(round(0.05 * SR))
+            start = round(t / tempo * SR)
+            y[start : start + len(k)] += 0.3 * rng.standard_normal(len(k)) * np.exp(-k / 80)
+        t += step
+    y = y[:n]
+    return (0.5 * y / np.max(np.abs(y))).astype(np.float32)
+
+
+def add_noise(y: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    """White noise at ``snr_db`` dB signal-to-noise ratio."""
+    noise = np.random.default_rng(seed).standard_normal(len(y))
+    gain = np.sqrt(np.mean(y**2) / np.mean(noise**2) / 10 ** (snr_db / 10))
+    return (y + gain * noise).astype(np.float32)
+
+
+def store(index: Index, songs: dict[int, np.ndarray]) -> None:
+    """Fingerprint and add recordings to ``index``."""
+    items = []
+    for rid, y in songs.items():
+        tri = fingerprint(y)
+        keys = fp.hash_keys(tri)
+        values = fp.pack_values(tri, keys)
+        items.append(Fingerprinted(rid, f"song-{rid}", len(y) / SR, keys, values))
+    index.add(items)
+
+
+CATALOG = {101 + i: i for i in range(6)}  # recording id -> synthesis seed
+
+
+@pytest.fixture(scope="module")
+def catalog() -> dict[int, np.ndarray]:
+    return {rid: song(seed) for rid, seed in CATALOG.items()}
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory, catalog: dict[int, np.ndarray]) -> Index:
+    ix = Index.create(tmp_path_factory.mktemp("identify") / "index")
+    store(ix, catalog)
+    return ix
+
+
+def test_exact_excerpt_is_found_with_its_offset(index: Index,
+                                                catalog: dict[int, np.ndarray]) -> None:
+    hits = identify(index, catalog[103][12 * SR : 22 * SR])
+    assert [h.recording_id for h in hits] == [103]
+    h = hits[0]
+    assert h.reference_start - h.query_start == pytest.approx(12.0, abs=0.1)
+    assert h.time_factor == pytest.approx(1.0, abs=0.01)
+    assert h.pitch_shift == pytest.approx(0.0, abs=0.25)
+    assert h.confidence > 0.99 and h.duration > 8
+
+
+def test_unrelated_audio_is_no_match(index: Index) -> None:
+    for seed in (50, 51, 52):
+        assert identify(index, song(seed, seconds=15)) == []
+    noise = np.random.default_rng(3).standard_normal(10 * SR).astype(np.float32) * 0.1
+    assert identify(index, noise) == []
+    assert identify(index, np.zeros(10 * SR, dtype=np.float32)) == []
+
+
+def test_five_second_sample_inside_new_audio_is_located(index: Index,
+                                                        catalog: dict[int, np.ndarray]) -> None:
+    new = song(77, seconds=30)
+    sample = catalog[105][20 * SR : 25 * SR]
+    mixed = new.copy()
+    mixed[11 * SR : 16 * SR] = 0.3 * new[11 * SR : 16 * SR] + sample
+    hits = identify(index, mixed)
+    assert [h.recording_id for h in hits] == [105]
+    h = hits[0]
+    assert h.query_start == pytest.approx(11.0, abs=0.5)
+    # the last triplets inside the sample reach at most MAX_GAP frames (1 s) past their anchor
+    assert h.query_end == pytest.approx(16.0, abs=1.0)
+    assert h.reference_start - h.query_start == pytest.approx(9.0, abs=0.1)
+
+
+@pytest.mark.parametrize("speed", [0.9, 0.95, 1.05, 1.1])
+def test_speed_change_is_matched_and_measured(index: Index, catalog: dict[int, np.ndarray],
+                                              speed: float) -> None:
+    up, down = {0.9: (10, 9), 0.95: (20, 19), 1.05: (20, 21), 1.1: (10, 11)}[speed]
+    fast = resample_poly(catalog[102], up, down).astype(np.float32)  # played at SR: speed x
+    hits = identify(index, fast[5 * SR : 15 * SR])
+    assert hits and hits[0].recording_id == 102
+    assert hits[0].time_factor == pytest.approx(speed, abs=0.01)
+    assert hits[0].pitch_shift == pytest.approx(12 * np.log2(speed), abs=0.3)
+    expected_ref = speed * 5 + speed * hits[0].query_start
+    assert hits[0].reference_start == pytest.approx(expected_ref, abs=0.25)
+
+
+@pytest.mark.parametrize(("pitch", "tempo"), [(2.0, 1.0), (-2.0, 1.0), (0.0, 1.1), (0.0, 0.9)])
+def test_pitch_shift_and_time_stretch_are_matched(index: Index, pitch: float,
+                                                  tempo: float) -> None:
+    edited = song(CATALOG[104], pitch=pitch, tempo=tempo)
+    hits = identify(index, edited[8 * SR : 18 * SR])
+    assert hits and hits[0].recording_id == 104
+    assert hits[0].pitch_shift == pytest.approx(pitch, abs=0.3)
+    assert hits[0].time_factor == pytest.approx(tempo, abs=0.01)
+
+
+def test_noisy_excerpt_is_matched(index: Index, catalog: dict[int, np.ndarray]) -> None:
+    hits = identify(index, add_noise(catalog[106][3 * SR : 13 * SR], snr_db=0))
+    assert hits and hits[0].recording_id == 106
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_low_bitrate_mp3_file_is_matched(tmp_path: Path, index: Index,
+                                         catalog: dict[int, np.ndarray]) -> None:
+    wav = tmp_path / "q.wav"
+    sf.write(wav, catalog[101][10 * SR : 20 * SR], SR)
+    mp3 = tmp_path / "q.mp3"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(wav), "-b:a", "32k", str(mp3)],
+                   check=True)
+    hits = identify_file(index, mp3)
+    assert hits and hits[0].recording_id == 101
+
+
+def test_index_persists_removes_and_replaces(tmp_path: Path,
+                                            catalog: dict[int, np.ndarray]) -> None:
+    ix = Index.create(tmp_path / "ix")
+    store(ix, {101: catalog[101], 102: catalog[102]})
+    store(ix, {103: catalog[103]})
+    query = catalog[102][4 * SR : 14 * SR]
+    reopened = Index.open(tmp_path / "ix")
+    assert sorted(reopened.recordings) == [101, 102, 103]
+    assert [h.recording_id for h in identify(reopened, query)] == [102]
+    assert reopened.remove([102, 999]) == [102]
+    assert identify(Index.open(tmp_path / "ix"), query) == []
+    entries_before = reopened.entries
+    reopened.compact()
+    assert reopened.entries < entries_before and len(list((tmp_path / "ix").glob("*.npy"))) == 3
+    store(reopened, {102: catalog[102]})  # re-adding brings it back
+    store(reopened, {101: catalog[104]})  # replacing a recording drops its old fingerprints
+    fresh = Index.open(tmp_path / "ix")
+    assert [h.recording_id for h in identify(fresh, query)] == [102]
+    assert identify(fresh, catalog[101][4 * SR : 14 * SR]) == []
+    assert [h.recording_id for h in identify(fresh, catalog[104][4 * SR : 14 * SR])] == [101]
+
+
+def test_index_errors_name_the_directory(tmp_path: Path) -> None:
+    with pytest.raises(IndexUnavailable, match="no fingerprint index"):
+        Index.open(tmp_path)
+    ix = Index.create(tmp_path / "ix")
+    manifest = json.loads((ix.path / "index.json").read_text())
+    manifest["params"]["HOP"] = 64
+    (ix.path / "index.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexUnavailable, match="other fingerprint parameters"):
+        Index.open(ix.path)
+
+
+def test_streamed_peaks_equal_whole_signal_peaks(catalog: dict[int, np.ndarray]) -> None:
+    y = catalog[101]
+    whole = fp.peaks(y)
+    blocks = [y[i : i + 3001] for i in range(0, len(y), 3001)]
+    parts = list(fp.peaks_stream(blocks, chunk_frames=2 * fp.RANK_FRAMES))
+    streamed = np.concatenate([p.frame for p in parts])
+    assert np.array_equal(whole.frame, streamed)
+    assert 15 < len(whole.frame) / SONG_SECONDS <= fp.PEAKS_PER_WINDOW * fp.SR / fp.HOP / 64
+
+
+def test_batch_indexing_runs_jobs_and_reports_bad_files(tmp_path: Path,
+                                                        catalog: dict[int, np.ndarray]) -> None:
+    jobs = []
+    for rid in (101, 102):
+        path = tmp_path / f"{rid}.flac"
+        sf.write(path, catalog[rid], SR)
+        jobs.append(Job(rid, str(path), path.name))
+    bad = tmp_path / "7.wav"
+    bad.write_text("not audio")
+    jobs.append(Job(7, str(bad), bad.name))
+    for backend in (Serial(), LocalPool(2)):
+        ix = Index.create(tmp_path / f"ix-{type(backend).__name__}")
+        seen: list[object] = []
+        report = index_jobs(ix, jobs, backend=backend, on_result=seen.append)
+        assert sorted(report.added) == [101, 102] and len(seen) == 3
+        assert [f.job.recording_id for f in report.failed] == [7]
+        assert isinstance(report.failed[0], JobFailure) and str(bad) in report.failed[0].error
+        assert report.seconds == pytest.approx(2 * SONG_SECONDS, abs=0.01)
+        hits = identify(ix, catalog[102][SR : 9 * SR])
+        assert [h.recording_id for h in hits] == [102]
