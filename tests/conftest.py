@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
 
+import attune.rights.models
+import attune.rights.outputs
+import attune.royalties.models  # noqa: F401  (every table on Base.metadata, for truncation)
 from attune.store.db import Base, make_engine
 from attune.store.migrate import upgrade
 
