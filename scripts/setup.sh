@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-dev gcc libpq5 ca-certificates)
+APT_PACKAGES=(python3 python3-venv python3-dev gcc libpq5 ca-certificates ffmpeg libsndfile1
+              fluidsynth fluid-soundfont-gm)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 from sqlalchemy import Engine, text
@@ -27,11 +28,16 @@ def test_each_write_appends_a_chained_entry(engine: Engine) -> None:
     with transaction(engine) as s:
         entries = list(audit.iter_entries(s))
         assert [e.action for e in entries] == [
-            "party.add", "party.add", "work.add", "recording.add", "party.add", "agreement.add",
+            "party.add",
+            "party.add",
+            "work.add",
+            "recording.add",
+            "party.add",
+            "agreement.add",
             "consent.record",
         ]
         assert entries[0].prev_hash == audit.GENESIS
-        assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:], strict=False))
+        assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(entries))
         assert audit.verify_chain(s) == (7, None)
         assert registry.verify_state(s) == (7, None)
 
@@ -61,8 +67,9 @@ def test_rehashed_forgery_breaks_the_next_link(engine: Engine) -> None:
         e = s.get(audit.AuditEntry, 3)
         assert e is not None
         e.payload = '{"title":"forged"}'
-        e.hash = audit.entry_hash(e.seq, e.at, e.actor, e.action, e.entity, e.entity_id,
-                                  e.payload, e.prev_hash)
+        e.hash = audit.entry_hash(
+            e.seq, e.at, e.actor, e.action, e.entity, e.entity_id, e.payload, e.prev_hash
+        )
     with transaction(engine) as s:
         _, problem = audit.verify_chain(s)
     assert problem is not None and problem.seq == 4 and "previous-hash" in problem.reason
@@ -81,7 +88,8 @@ def test_direct_table_edits_are_found_by_state_check(engine: Engine) -> None:
         conn.execute(text("DELETE FROM consents"))
     with transaction(engine) as s:
         assert registry.verify_state(s)[1] == (
-            "consent 1 is audited but missing from its table (deleted)")
+            "consent 1 is audited but missing from its table (deleted)"
+        )
 
 
 def test_concurrent_writers_never_fork_the_chain(engine: Engine) -> None:

@@ -18,7 +18,6 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
-import click
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -900,16 +899,32 @@ def main(argv: list[str] | None = None) -> None:
         pass
     try:
         status = app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("Aborted.")
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
     except expected as exc:
         err.print(f"[red]error:[/] {_one_line(exc)}", highlight=False, markup=True)
         sys.exit(1)
+    except Exception as exc:
+        # A usage error from Typer's command parser (its click exceptions are private types).
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        where = getattr(getattr(exc, "ctx", None), "command_path", "attune")
+        err.print(f"[red]error:[/] {exc.format_message()} (try '{where} --help')",
+                  highlight=False, markup=True)
+        sys.exit(int(exc.exit_code))
     if isinstance(status, int) and status:
         sys.exit(status)
+
+
+# Sub-apps that build on this module's helpers are mounted last (they import attune.cli).
+from attune.cli_identify import app as identify_app  # noqa: E402
+from attune.cli_provenance import provenance_app, watermark_app  # noqa: E402
+from attune.cli_royalties import ledger_app, output_app, royalties_app  # noqa: E402
+
+app.add_typer(identify_app, name="identify")
+app.add_typer(provenance_app, name="provenance")
+app.add_typer(watermark_app, name="watermark")
+app.add_typer(output_app, name="output")
+app.add_typer(royalties_app, name="royalties")
+app.add_typer(ledger_app, name="ledger")

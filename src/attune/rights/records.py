@@ -1,4 +1,4 @@
-"""Validated, immutable inputs for every registry write; the CLI, the API and importers share them."""
+"""Validated, immutable inputs of every registry write, shared by the CLI, the API and importers."""
 
 from __future__ import annotations
 
@@ -206,7 +206,7 @@ class AgreementIn(_Frozen):
 
 
 class ConsentIn(_Frozen):
-    """One consent record: a party's decision for one use of all its works, a recording or a work."""
+    """One consent record: a party's choice for one use of all its works, a recording or a work."""
 
     party_id: int
     use: Use

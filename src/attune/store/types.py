@@ -1,4 +1,4 @@
-"""Column types shared by every table: exact decimals stored as integer micro-units, UTC instants."""
+"""Column types of every table: exact decimals stored as integer micro-units, UTC instants."""
 
 from __future__ import annotations
 
