@@ -105,8 +105,11 @@ POOLS_SCHEMA = pa.schema(
         ("policy", pa.string()),
     ]
 )
-# How pairs of one pool are ordered among equal remainders (and so numbered).
-PAIR_KEY = "output_id NULLS FIRST, recording_id NULLS FIRST, work_id NULLS FIRST, isrc NULLS FIRST"
+# How pairs of one pool are ordered among equal remainders (and so numbered). The weight comes
+# last: an output may attribute the same item twice, and such pairs differ only in weight.
+PAIR_KEY = (
+    "output_id NULLS FIRST, recording_id NULLS FIRST, work_id NULLS FIRST, isrc NULLS FIRST, weight"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,19 +226,19 @@ def _lr(src: str, part: str, total: str, weight: str, order: str, *, rank: bool 
         SELECT {part}, {total} AS total_, sum({weight}) AS tw_, count(*) AS n_
         FROM {src} GROUP BY ALL
     ),
-    j AS (
+    j AS MATERIALIZED (
         SELECT s.*, p.total_, p.n_, CASE WHEN p.tw_ = 0 THEN 1 ELSE ({weight}) END AS w_,
             CASE WHEN p.tw_ = 0 THEN p.n_ ELSE p.tw_ END AS tw_
         FROM {src} s JOIN p USING ({part})
     ),
-    based AS (
+    based AS MATERIALIZED (
         SELECT *, total_::HUGEINT * w_ // tw_ AS base_, total_::HUGEINT * w_ % tw_ AS rem_
         FROM j WHERE n_ > 1
     ),
     short AS (SELECT {part}, any_value(total_) - sum(base_) AS short_ FROM based GROUP BY ALL)
     SELECT * EXCLUDE (total_, n_, w_, tw_){keep}, total_::BIGINT AS amount FROM j WHERE n_ = 1
     UNION ALL BY NAME
-    SELECT b.* EXCLUDE (total_, n_, w_, tw_, base_, rem_, short_{drop}),
+    SELECT b.* EXCLUDE (total_, n_, w_, tw_, base_, rem_{drop}),
         (base_ + CASE WHEN rk <= short_ THEN 1 ELSE 0 END)::BIGINT AS amount
     FROM ({ranked}) b JOIN short USING ({part})
     """
@@ -564,7 +567,7 @@ def allocate(
                 "pair",
                 "any_value(pair_amount)",
                 "leaf_weight",
-                "role, party_id NULLS LAST",
+                "role, party_id NULLS LAST, leaf_weight",
             )
         };
         """

@@ -294,8 +294,8 @@ def _usage_lines(
     schema = pa.schema(
         [("n", pa.int64()), ("pool", pa.string()), ("item", pa.string()), ("cur", pa.string())]
     )
-    con.register("leaf_keys", pa.Table.from_pylist([dict(zip(schema.names, k, strict=True))
-                                                    for k in keys], schema=schema))  # fmt: skip
+    rows = [dict(zip(schema.names, key, strict=True)) for key in keys]
+    con.register("leaf_keys", pa.Table.from_pylist(rows, schema=schema))
     found: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
     for n, *line in con.execute(
         """
