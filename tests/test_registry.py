@@ -158,3 +158,14 @@ def test_outer_rollback_undoes_a_released_savepoint(engine: Engine) -> None:
         raise Stop
     with transaction(engine) as s:
         assert list(registry.list_parties(s)) == []
+
+
+def test_migrations_accept_a_socket_url_with_percent_escapes() -> None:
+    from attune.store.db import make_engine
+    from attune.store.migrate import alembic_config
+
+    eng = make_engine("postgresql+psycopg://u@/db?host=%2Fvar%2Frun%2Fpostgresql")
+    assert alembic_config(eng).get_main_option("sqlalchemy.url") == (
+        "postgresql+psycopg://u@/db?host=%2Fvar%2Frun%2Fpostgresql"
+    )
+    eng.dispose()
