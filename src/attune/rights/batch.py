@@ -326,6 +326,12 @@ REFUSAL = case((Consent.decision == "not_allowed", 1), else_=0)
 ALLOWS = case((Consent.decision.in_(ALLOWING), 1), else_=0)
 
 
+def _split_pairs(joined: str | None) -> tuple[list[int], list[int]]:
+    """The two halves of an "a,b,a,b,..." aggregate (the parsed whole is freed on return)."""
+    flat = _parse_ids(joined)
+    return flat[0::2], flat[1::2]
+
+
 def _unpack(reason_key: int) -> tuple[str, int | None]:
     """The role and party (None for a missing-party marker) a reason key names."""
     return PARTY_SET_ROLES[reason_key % 8], reason_key // 8 or None
@@ -373,8 +379,7 @@ class _Batch:
         self._parties()
         self._sets()
         self._find_exceptions()
-        flat = _parse_ids(self._excluded_pairs())
-        ids, keys = flat[0::2], flat[1::2]
+        ids, keys = _split_pairs(self._excluded_pairs())
         reasons = self._key_reasons(set(keys))
         excluded = dict(zip(ids, map(reasons.__getitem__, keys), strict=True))
         allowed = _parse_ids(self._allowed())
