@@ -1,0 +1,1 @@
+"""Governed generation: signed dataset manifests, the reference generator, output checks."""
