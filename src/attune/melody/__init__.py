@@ -1,0 +1,1 @@
+"""Symbolic melodies: the note representation, scores read from the music21 corpus, similarity."""
