@@ -229,8 +229,11 @@ def demo(
     at: Annotated[str | None, typer.Option(help="Decide at this date (default today).")] = None,
     territory: Annotated[str, typer.Option(help="Territory of the summary.")] = "FR",
     port: Annotated[int, typer.Option(help="API port when serving.")] = 8000,
+    generate: Annotated[bool, typer.Option(
+        help="Also build a training dataset, train the reference generator and make three "
+             "outputs.")] = True,
 ) -> None:
-    """Build a realistic demo world, print what each use may draw on and why, then serve it."""
+    """Build a demo world, print what each use may draw on and why, generate, then serve it."""
     from rich.progress import Progress
 
     from attune.api.keys import bootstrap_admin_key
@@ -251,12 +254,36 @@ def demo(
     out.print(summary)
     when = parse_when(at, "--at") or datetime.now(UTC)
     out.print(render_summary(summarise(engine, when, territory.upper())))
+    if generate:
+        _generation_tour(engine, when)
     if no_serve:
         return
     key = bootstrap_admin_key(engine)
     if key:
         out.print(f"Admin API key (shown once): {key}")
     serve(port=port)
+
+
+def _generation_tour(engine: Engine, when: datetime) -> None:
+    """The demo's governed generation: dataset, model, three credited outputs, provenance."""
+    from attune.generate.pipeline import work_dir
+    from attune.generate.tour import run_tour
+
+    with err.status("Generating") as status:
+        tour = run_tour(engine, work_dir(engine), when,
+                        progress=lambda what: status.update(what))
+    out.print(f"\n[bold]Governed generation[/] — dataset {tour.dataset_id}: {tour.included} "
+              f"recordings included, {tour.excluded} excluded (signed); model {tour.model_id}")
+    table = Table("output", "prompt", "what", "top credited works (share)", "works")
+    for o in tour.outputs:
+        credits = "; ".join(f"{title} ({share})" for title, share in o.top_works)
+        table.add_row(o.output_id or "refused", o.prompt, o.description or (o.refusal or ""),
+                      credits, str(o.works_credited))
+    out.print(table)
+    if tour.wav is not None:
+        out.print(f"{tour.wav}: {tour.credentials}; {tour.watermark}; AI disclosure "
+                  f"{tour.wav.with_suffix('.credits.json').name}")
+    out.print(f"Prompt gate: {tour.refused_prompt}", highlight=False)
 
 
 # --- parties ---
@@ -918,6 +945,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # Sub-apps that build on this module's helpers are mounted last (they import attune.cli).
+from attune.cli_dataset import consent_impact_cmd, dataset_app  # noqa: E402
+from attune.cli_generate import generate, model_app  # noqa: E402
 from attune.cli_identify import app as identify_app  # noqa: E402
 from attune.cli_provenance import provenance_app, watermark_app  # noqa: E402
 from attune.cli_royalties import ledger_app, output_app, royalties_app  # noqa: E402
@@ -928,3 +957,7 @@ app.add_typer(watermark_app, name="watermark")
 app.add_typer(output_app, name="output")
 app.add_typer(royalties_app, name="royalties")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(model_app, name="model")
+app.command("generate")(generate)
+consent_app.command("impact")(consent_impact_cmd)

@@ -14,6 +14,8 @@ from swagger_ui_bundle import swagger_ui_path
 from attune import __version__
 from attune.api import (
     artists,
+    datasets,
+    generation,
     identify,
     ops,
     platform,
@@ -62,4 +64,6 @@ def create_app(engine: Engine) -> FastAPI:
     problems.install(app)
     for module in (artists, rightsholders, platform, identify, provenance, royalties, ops):
         app.include_router(module.router, responses=_PROBLEMS)
+    app.include_router(datasets.router, responses=_PROBLEMS)
+    app.include_router(generation.router, responses=_PROBLEMS)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import attune.generate.models
 import attune.rights.models
 import attune.store.audit  # noqa: F401
 from attune.store.db import Base, make_engine

@@ -1,0 +1,1 @@
+"""Attribution of generated outputs to training works: exact shares, and their LDS evaluation."""
