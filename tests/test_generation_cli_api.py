@@ -149,3 +149,24 @@ def test_audio_check_finds_catalog_audio_in_a_render(tmp_path: Path) -> None:
     assert checked and findings and findings[0].recording_id == 42
     assert findings[0].confidence >= 0.9
     assert check_audio(fresh, tmp_path / "index") == ((), True)
+
+
+def test_demo_trains_generates_and_shows_provenance(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    attune = Cli(url, capsys)
+    text, _ = attune("demo", "--no-serve", "--works", "60", "--at", "2026-06-01")
+    flat = " ".join(text.split())
+    assert "Governed generation — dataset 1:" in flat
+    assert "gen-1" in flat and "four-part chorale" in flat
+    assert "C2PA manifest Trusted" in flat or "C2PA manifest Valid" in flat
+    assert "watermark decodes output id 1" in flat
+    assert "Prompt gate: 'a tune in the style of" in flat and "refused" in flat
+    engine = make_engine(url)
+    with transaction(engine) as s:
+        outputs = s.scalars(select(Output)).all()
+        assert 1 <= len(outputs) <= 3
+        for out in outputs:
+            assert sum(a.share for a in out.attributions) == 1
+    assert _actions(engine, "generation.release") == len(outputs)

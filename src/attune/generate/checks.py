@@ -92,7 +92,7 @@ def catalog_index(session: Session, cache_dir: Path, *,
     if path.exists():
         return MelodyIndex.load(path), titles
     sources = sorted({s for s, _ in catalog.values()})
-    melodies = load_scores(sources, cache_dir=cache_dir / "scores", progress=progress)
+    melodies = load_scores(sources, progress=progress)
     index = MelodyIndex.build({k: melodies[s] for k, (s, _) in catalog.items() if s in melodies})
     cache_dir.mkdir(parents=True, exist_ok=True)
     index.save(path)

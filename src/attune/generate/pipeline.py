@@ -75,8 +75,7 @@ def train_model(session: Session, base: Path, dataset_id: int, *, actor: str,
     if manifest.get("use") != "train":
         raise GenerationRefused("training", (f"dataset {dataset_id} was built for use "
                                              f"{manifest.get('use')!r}, not 'train'",))
-    model = ReferenceGenerator(order=order, max_verbatim=max_verbatim,
-                               cache_dir=base / "scores").train(manifest)
+    model = ReferenceGenerator(order=order, max_verbatim=max_verbatim).train(manifest)
     existing = session.get(ModelRecord, model.id)
     if existing is not None:
         return ReferenceModel.load(Path(existing.artifact_path)), existing

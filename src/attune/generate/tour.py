@@ -84,7 +84,7 @@ def run_tour(engine: Engine, base: Path, at: datetime,
                                        platform_id=platform.id, actor=ACTOR, at=at,
                                        territory=TERRITORY)
                 titles = dict(s.execute(select(Work.id, Work.title).where(
-                    Work.id.in_(list(done.piece.work_shares)))).tuples().all())
+                    Work.id.in_(list(done.piece.work_shares)))).all())
         except GenerationRefused as exc:
             outputs.append(Credited(prompt, None, "", (), 0, "; ".join(exc.reasons)))
             continue
