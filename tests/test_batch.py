@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import NamedTuple
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,7 +18,12 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from attune.rights import registry
-from attune.rights.batch import BatchDecision, assign_party_sets, decide_batch
+from attune.rights.batch import (
+    BatchDecision,
+    RecordingIds,
+    assign_party_sets,
+    decide_batch,
+)
 from attune.rights.models import (
     Party,
     PartySet,
@@ -526,3 +532,47 @@ def test_batch_runs_twice_in_one_transaction(engine: Engine) -> None:
         first = decide_batch(s, "train", date(2026, 6, 1), "FR")
         again = decide_batch(s, "train", date(2026, 6, 1), "FR")
     assert first == again and first.counts_by_code() == {"no_agreement": 1}
+
+
+def test_recording_ids_behave_like_the_sorted_tuple_they_replace() -> None:
+    ids = RecordingIds([2, 3, 5, 8, 13, 21])
+    assert len(ids) == 6 and list(ids) == [2, 3, 5, 8, 13, 21]
+    fib = (2, 3, 5, 8, 13, 21)
+    assert ids == fib and fib == ids and ids == list(fib) and ids != (2, 3)
+    assert all(type(i) is int for i in ids) and type(ids[0]) is int and ids[-1] == 21
+    assert ids[1:3] == (3, 5) and isinstance(ids[1:3], RecordingIds)
+    assert list(reversed(ids)) == [21, 13, 8, 5, 3, 2]
+    assert 13 in ids and np.int64(13) in ids and 4 not in ids and "13" not in ids
+    assert 10**30 not in ids and -(10**30) not in ids
+    assert ids.index(8) == 3 and ids.count(8) == 1 and ids.count(9) == 0
+    with pytest.raises(ValueError):
+        ids.index(9)
+    assert np.asarray(ids).dtype == np.int64 and not np.asarray(ids).flags.writeable
+    assert RecordingIds() == () and not RecordingIds()
+    many = RecordingIds(range(0, 30_000, 3))  # enough probes to switch to the dict
+    assert [i for i in range(30_000) if i in many] == list(range(0, 30_000, 3))
+    assert 29_997 in many and 29_998 not in many and np.int32(3) in many
+
+
+def test_the_answer_reads_as_python_objects(session: Session) -> None:
+    w = build_world(session, random.Random(7), 60)
+    batch = decide_batch(session, "train", date(2026, 6, 1), "FR")
+    excluded = batch.excluded
+    plain = dict(excluded.items())
+    assert len(plain) == len(excluded) and list(plain) == sorted(plain) == list(excluded)
+    assert all(type(rid) is int for rid in plain) and all(type(i) is int for i in batch.allowed)
+    assert list(excluded.values()) == list(plain.values()) and excluded == plain
+    assert set(batch.allowed) | set(plain) == set(w.recordings)
+    for rid in w.recordings:
+        assert (rid in excluded) == (rid in plain) == (not batch.is_allowed(rid))
+        assert excluded.get(rid) == plain.get(rid)
+    rid, reason = next(iter(plain.items()))
+    assert excluded[rid] is reason  # made once, shared by every recording with it
+    with pytest.raises(KeyError):
+        excluded[batch.allowed[0]]
+    codes = Counter(r.code for r in plain.values())
+    assert batch.counts_by_code() == dict(codes)
+    assert list(batch.counts_by_code().values()) == sorted(codes.values(), reverse=True)
+    parties = Counter(r.party_id for r in plain.values() if r.party_id is not None)
+    assert batch.counts_by_party() == dict(parties)
+    assert excluded.ids == tuple(plain) and len(batch) == len(w.recordings)

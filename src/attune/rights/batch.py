@@ -8,9 +8,15 @@ maps every recording to its set (:func:`assign_party_sets`). A batch then
 1. finds the agreements that apply (use, day, territory, licensee, model-version pins) and, per
    party, the catalog-wide consent record that wins at that instant: one small row per party;
 2. decides every party set in one grouped scan, keeping its first failing check;
-3. reads the recordings of the failing sets with their reasons, and of the others, as lists;
+3. reads the failing sets with their first failures, and every recording with its set, as
+   number lists parsed straight into numpy arrays, and joins them there;
 4. re-decides check by check the few recordings that a listed agreement or a recording- or
    work-scoped consent record touches, and lets those answers stand instead.
+
+The answer stays in numpy until read: ``allowed`` is a RecordingIds sequence and ``excluded`` an
+Exclusions mapping whose Reason objects (one per distinct first failure, a few ten thousand for
+a million recordings) are made on first access. Turning a whole answer into Python objects costs
+its reader about as much again as the batch's own Python work; most readers need far less.
 """
 
 from __future__ import annotations
@@ -18,13 +24,14 @@ from __future__ import annotations
 import hashlib
 import json
 import typing
-from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, Sequence, ValuesView
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -53,6 +60,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from attune.rights.models import (
@@ -225,15 +233,267 @@ def assign_party_sets(
     return len(ids)
 
 
+IntArray = npt.NDArray[np.int64]
+SlotArray = npt.NDArray[np.int32]
+Spec = tuple[str, int | None, int | None, str | None]  # role, party, consent record, party name
+
+
+def _frozen(values: npt.ArrayLike, dtype: type[np.int64] | type[np.int32]) -> Any:
+    """A read-only numpy copy (the answer of a frozen BatchDecision cannot change under it)."""
+    array = np.array(values, dtype=dtype)
+    array.flags.writeable = False
+    return array
+
+
+class _SortedIds:
+    """Sorted, distinct ids in a read-only numpy array, found by binary search.
+
+    A caller probing id by id (say, for every recording of the catalog) would pay about a
+    microsecond per numpy search; once the probes could have paid for it, a dict from id to
+    position is built and answers instead.
+    """
+
+    __slots__ = ("_probes", "_where", "array")
+
+    def __init__(self, ids: npt.ArrayLike) -> None:
+        self.array: IntArray = _frozen(ids, np.int64)
+        self._probes = 0
+        self._where: dict[int, int] | None = None
+
+    def find(self, value: object) -> int:
+        """The position of ``value``, or -1 when it is not one of the ids."""
+        if not isinstance(value, int | np.integer):
+            return -1
+        if self._where is not None:
+            return self._where.get(int(value), -1)
+        self._probes += 1
+        if self._probes > 64 + len(self.array) // 16:
+            self._where = dict(zip(self.array.tolist(), range(len(self.array)), strict=True))
+            return self._where.get(int(value), -1)
+        key, ids = int(value), self.array
+        if not len(ids) or not int(ids[0]) <= key <= int(ids[-1]):
+            return -1  # also keeps ids beyond int64 away from numpy
+        i = int(ids.searchsorted(key))
+        return i if int(ids[i]) == key else -1
+
+
+class RecordingIds(Sequence[int]):
+    """Sorted, distinct recording ids, held as one numpy int64 array; Python ints on access.
+
+    A sequence like the tuple it replaces: len(), iteration, indexing and slicing (a slice is
+    again a RecordingIds), ``in`` without a scan, and equality with any sequence (tuple, list)
+    of the same ids in the same order. ``array`` (or ``numpy.asarray``) gives the read-only
+    numpy array itself.
+    """
+
+    __slots__ = ("_ids",)
+
+    def __init__(self, ids: npt.ArrayLike = ()) -> None:
+        self._ids = _SortedIds(ids)
+
+    @property
+    def array(self) -> IntArray:
+        """The ids as a read-only numpy array (no copy)."""
+        return self._ids.array
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> IntArray:
+        if copy or (dtype is not None and np.dtype(dtype) != self.array.dtype):
+            return np.array(self.array, dtype=dtype)
+        return self.array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    @typing.overload
+    def __getitem__(self, index: int) -> int: ...
+
+    @typing.overload
+    def __getitem__(self, index: slice) -> RecordingIds: ...
+
+    def __getitem__(self, index: int | slice) -> int | RecordingIds:
+        if isinstance(index, slice):
+            return RecordingIds(self.array[index])
+        return int(self.array[index])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.array.tolist())
+
+    def __reversed__(self) -> Iterator[int]:
+        return iter(self.array[::-1].tolist())
+
+    def __contains__(self, value: object) -> bool:
+        return self._ids.find(value) >= 0
+
+    def index(self, value: Any, start: int = 0, stop: int | None = None) -> int:
+        """The position of ``value`` (ValueError when absent), without a scan."""
+        i = self._ids.find(value)
+        if i < 0 or not start <= i < (len(self) if stop is None else stop):
+            raise ValueError(f"{value!r} is not in the recording ids")
+        return i
+
+    def count(self, value: Any) -> int:
+        """1 when ``value`` is one of the ids, else 0 (ids are distinct)."""
+        return int(value in self)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RecordingIds):
+            return bool(np.array_equal(self.array, other.array))
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return len(other) == len(self) and list(other) == self.array.tolist()
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to tuples, so not hashable like one
+
+    def __repr__(self) -> str:
+        shown = ", ".join(map(str, self.array[:8].tolist()))
+        more = f", ... ({len(self):,} ids)" if len(self) > 8 else ""
+        return f"RecordingIds([{shown}{more}])"
+
+
+class _Reasons:
+    """A batch's distinct first reasons, made into Reason objects on first use and then shared.
+
+    The first ``len(keys)`` slots are party-set failures (a reason key, see POSITION, and the
+    party's name and winning consent record); later ones are re-decided recordings' reasons.
+    """
+
+    __slots__ = ("_extra", "_found", "_keys", "_made", "_wording")
+
+    def __init__(
+        self,
+        wording: _Wording,
+        keys: IntArray,
+        found: dict[int, tuple[str | None, int | None]],
+    ) -> None:
+        self._wording = wording
+        self._keys: list[int] = keys.tolist()
+        self._found = found
+        self._extra: list[Spec] = []
+        self._made: dict[int, Reason] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys) + len(self._extra)
+
+    def add(self, spec: Spec) -> int:
+        """A further reason; returns its slot."""
+        self._extra.append(spec)
+        return len(self) - 1
+
+    def __getitem__(self, slot: int) -> Reason:
+        made = self._made.get(slot)
+        if made is None:
+            if slot < len(self._keys):
+                role, party_id = _unpack(self._keys[slot])
+                name, consent_id = self._found.get(party_id or 0, (None, None))
+            else:
+                role, party_id, consent_id, name = self._extra[slot - len(self._keys)]
+            made = self._made[slot] = self._wording.reason(role, party_id, consent_id, name)
+        return made
+
+    def every(self) -> list[Reason]:
+        """All of them, by slot."""
+        return [self[slot] for slot in range(len(self))]
+
+
+class Exclusions(Mapping[int, Reason]):
+    """Recording id -> its first exclusion, for every recording a batch excludes.
+
+    Held as two numpy arrays (the sorted ids, and per id the slot of its reason among the
+    batch's few distinct reasons); a Reason object is made when first read and shared by every
+    recording with the same first failure. Lookups need no scan; ``items()`` and ``values()``
+    stream without a lookup per id.
+    """
+
+    __slots__ = ("_counts", "_ids", "_reasons", "_slots")
+
+    def __init__(self, ids: IntArray, slots: SlotArray, reasons: _Reasons) -> None:
+        self._ids = _SortedIds(ids)
+        self._slots: SlotArray = _frozen(slots, np.int32)
+        self._reasons = reasons
+        self._counts: list[tuple[Reason, int]] | None = None
+
+    @property
+    def ids(self) -> RecordingIds:
+        """The excluded recording ids, sorted."""
+        return RecordingIds(self._ids.array)
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __getitem__(self, recording_id: int) -> Reason:
+        i = self._ids.find(recording_id)
+        if i < 0:
+            raise KeyError(recording_id)
+        return self._reasons[int(self._slots[i])]
+
+    def __contains__(self, recording_id: object) -> bool:
+        return self._ids.find(recording_id) >= 0
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._ids.array.tolist())
+
+    def _stream(self) -> Iterator[Reason]:
+        return map(self._reasons.every().__getitem__, self._slots.tolist())
+
+    def items(self) -> ItemsView[int, Reason]:
+        """(recording id, first reason) pairs in id order."""
+        return _Items(self)
+
+    def values(self) -> ValuesView[Reason]:
+        """First reasons in recording id order."""
+        return _Values(self)
+
+    def reason_counts(self) -> list[tuple[Reason, int]]:
+        """Each distinct first reason and how many recordings it excludes, in the order of the
+        first recording (by id) that each excludes."""
+        if self._counts is None:
+            n, slots = len(self._slots), self._slots
+            counts = np.bincount(slots, minlength=len(self._reasons))
+            first = np.full(len(counts), n, dtype=np.int64)
+            np.minimum.at(first, slots, np.arange(n, dtype=np.int64))
+            used = np.flatnonzero(counts)
+            used = used[np.argsort(first[used], kind="stable")]
+            self._counts = [
+                (self._reasons[slot], count)
+                for slot, count in zip(used.tolist(), counts[used].tolist(), strict=True)
+            ]
+        return self._counts
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{rid}: {self[rid].code}" for rid in self._ids.array[:4].tolist())
+        more = f", ... ({len(self):,} recordings)" if len(self) > 4 else ""
+        return f"Exclusions({{{shown}{more}}})"
+
+
+class _Items(ItemsView[int, Reason]):
+    _mapping: Exclusions
+
+    def __iter__(self) -> Iterator[tuple[int, Reason]]:
+        m = self._mapping
+        return zip(m._ids.array.tolist(), m._stream(), strict=True)
+
+
+class _Values(ValuesView[Reason]):
+    _mapping: Exclusions
+
+    def __iter__(self) -> Iterator[Reason]:
+        return self._mapping._stream()
+
+
 @dataclass(frozen=True, slots=True)
 class BatchDecision:
-    """The answer for many recordings: the allowed ids, and the first exclusion of every other."""
+    """The answer for many recordings: the allowed ids, and the first exclusion of every other.
+
+    ``allowed`` is a sorted sequence of ids (RecordingIds: a read-only numpy array underneath,
+    Python ints on access); ``excluded`` a read-only mapping from id to first Reason
+    (Exclusions: Reason objects are made when read).
+    """
 
     use: str
     at: datetime
     territory: str | None
-    allowed: tuple[int, ...]
-    excluded: dict[int, Reason]
+    allowed: RecordingIds
+    excluded: Exclusions
 
     def __len__(self) -> int:
         """How many recordings were decided."""
@@ -241,17 +501,59 @@ class BatchDecision:
 
     def is_allowed(self, recording_id: int) -> bool:
         """Whether this recording may be used (False for one not in the batch)."""
-        i = bisect_left(self.allowed, recording_id)
-        return i < len(self.allowed) and self.allowed[i] == recording_id
+        return recording_id in self.allowed
 
     def counts_by_code(self) -> dict[str, int]:
         """How many recordings each first exclusion code excludes, most frequent first."""
-        return dict(Counter(r.code for r in self.excluded.values()).most_common())
+        counts: Counter[str] = Counter()
+        for reason, n in self.excluded.reason_counts():
+            counts[reason.code] += n
+        return dict(counts.most_common())
 
     def counts_by_party(self) -> dict[int, int]:
         """How many recordings each party's missing agreement or consent excludes."""
-        counts = Counter(r.party_id for r in self.excluded.values() if r.party_id is not None)
+        counts: Counter[int] = Counter()
+        for reason, n in self.excluded.reason_counts():
+            if reason.party_id is not None:
+                counts[reason.party_id] += n
         return dict(counts.most_common())
+
+
+@dataclass(frozen=True, slots=True)
+class _Wording:
+    """How a batch words its reasons (the use, territory and day are in every message)."""
+
+    what: str
+    no_agreement: str
+    no_consent: str
+
+    @classmethod
+    def of(cls, use: str, territory: str | None, day: date) -> _Wording:
+        """The wording for one use, territory and day."""
+        what = f"{use!r} {f'in {territory}' if territory else 'worldwide'}"
+        return cls(
+            what,
+            f" has no agreement covering {what} on {day.isoformat()}",
+            f" has no consent record for {what} in effect",
+        )
+
+    def reason(
+        self, role: str, party_id: int | None, consent_id: int | None, name: str | None
+    ) -> Reason:
+        """The first exclusion as decide() states it (same code and ids, shorter message)."""
+        if role in STRUCTURAL:
+            return Reason(role, STRUCTURAL[role])
+        who = f"{CAPACITY[role]} {name!r} (party {party_id})"
+        if role == "owner":
+            return Reason("no_agreement", who + self.no_agreement, party_id=party_id)
+        if consent_id is None:
+            return Reason("consent_missing", who + self.no_consent, party_id=party_id)
+        return Reason(
+            "consent_refused",
+            f"{who} refused {self.what} (consent record {consent_id})",
+            party_id=party_id,
+            consent_id=consent_id,
+        )
 
 
 @dataclass(frozen=True)
@@ -262,7 +564,6 @@ class _Scratch:
     scope: Table
     agreement: Table
     party: Table
-    set_fail: Table
     scoped: Table
     listed: Table
     pair: Table
@@ -295,11 +596,6 @@ class _Scratch:
                 num("refusal"),
                 num("allows"),
             ),
-            set_fail=table(
-                "set_fail",
-                key("party_set_id"),
-                Column("reason_key", BigInteger),
-            ),
             scoped=table(
                 "scoped",
                 num("recording_id"),
@@ -326,20 +622,48 @@ REFUSAL = case((Consent.decision == "not_allowed", 1), else_=0)
 ALLOWS = case((Consent.decision.in_(ALLOWING), 1), else_=0)
 
 
-def _split_pairs(joined: str | None) -> tuple[list[int], list[int]]:
-    """The two halves of an "a,b,a,b,..." aggregate (the parsed whole is freed on return)."""
-    flat = _parse_ids(joined)
-    return flat[0::2], flat[1::2]
-
-
 def _unpack(reason_key: int) -> tuple[str, int | None]:
     """The role and party (None for a missing-party marker) a reason key names."""
     return PARTY_SET_ROLES[reason_key % 8], reason_key // 8 or None
 
 
-def _parse_ids(joined: str | None) -> list[int]:
-    """Recording ids from one comma-separated aggregate (fast: one C-level JSON parse)."""
-    return json.loads(f"[{joined}]") if joined else []
+def _int_array(joined: str | None) -> IntArray:
+    """Integers from one comma-separated aggregate (one C-level parse, no Python ints)."""
+    if not joined:
+        return np.empty(0, dtype=np.int64)
+    return np.fromstring(joined, dtype=np.int64, sep=",")
+
+
+def _positions(ids: IntArray, wanted: Iterable[int]) -> IntArray:
+    """Where each of ``wanted`` (all present) sits in the sorted ``ids``."""
+    keys = np.fromiter(wanted, dtype=np.int64)
+    at = np.searchsorted(ids, keys)
+    if len(keys) and (int(at.max()) >= len(ids) or not bool(np.all(ids[at] == keys))):
+        raise RuntimeError("a re-decided recording is missing from the batch")
+    return at
+
+
+def _lookup(keys: IntArray, values: SlotArray, wanted: IntArray) -> SlotArray:
+    """For each of ``wanted``: the value of the equal key, or -1 (keys distinct).
+
+    Party set ids are small and dense, so a table indexed by id answers in one gather; sparse
+    or negative ids fall back to a binary search.
+    """
+    found = np.full(len(wanted), -1, dtype=np.int32)
+    if not len(keys) or not len(wanted):
+        return found
+    low = min(int(keys.min()), int(wanted.min()))
+    top = max(int(keys.max()), int(wanted.max()))
+    if low >= 0 and top <= 4 * (len(keys) + len(wanted)) + 1024:
+        table = np.full(top + 1, -1, dtype=np.int32)
+        table[keys] = values
+        return table[wanted]
+    order = np.argsort(keys, kind="stable")
+    keys, values = keys[order], values[order]
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    hit = keys[at] == wanted
+    found[hit] = values[at[hit]]
+    return found
 
 
 class _Batch:
@@ -361,9 +685,7 @@ class _Batch:
         self.territory = territory
         self.licensee_id = licensee_id
         self.model_version = model_version
-        self.what = f"{use!r} {f'in {territory}' if territory else 'worldwide'}"
-        self.no_agreement = f" has no agreement covering {self.what} on {self.day.isoformat()}"
-        self.no_consent = f" has no consent record for {self.what} in effect"
+        self.wording = _Wording.of(use, territory, self.day)
         self.t = _Scratch.define()
         self.scoped = False
         self.exceptions = 0
@@ -377,43 +699,29 @@ class _Batch:
         expected = None if recording_ids is None else self._restrict(recording_ids)
         self._agreements()
         self._parties()
-        self._sets()
+        failing, set_keys = self._set_verdicts()
         self._find_exceptions()
-        ids, keys = _split_pairs(self._excluded_pairs())
-        reasons = self._key_reasons(set(keys))
-        excluded = dict(zip(ids, map(reasons.__getitem__, keys), strict=True))
-        allowed = _parse_ids(self._allowed())
+        ids, sets = self._mapped()
+        keys, set_slots = np.unique(set_keys, return_inverse=True)
+        slots = _lookup(failing, set_slots.astype(np.int32), sets)
+        reasons = _Reasons(self.wording, keys, self._names(keys))
         if self.exceptions:
             touched, firsts = self._decide_exceptions()
-            exact = {
-                rid: self._reason(role, party_id, consent_id, name)
-                for rid, role, party_id, consent_id, name in firsts
-            }
-            cleared = set(touched).difference(exact)
-            for rid in cleared:
-                excluded.pop(rid, None)
-            excluded.update(exact)
-            allowed = list(cleared.union(allowed).difference(exact))
+            slots[_positions(ids, touched)] = -1
+            exact = [rid for rid, *_spec in firsts]
+            slots[_positions(ids, exact)] = [
+                reasons.add((role, party_id, consent_id, name))
+                for _rid, role, party_id, consent_id, name in firsts
+            ]
         md.drop_all(self.conn)
-        self._require_mapped(len(allowed) + len(excluded), expected)
-        return BatchDecision(self.use, self.when, self.territory, tuple(sorted(allowed)), excluded)
-
-    def _reason(
-        self, role: str, party_id: int | None, consent_id: int | None, name: str | None
-    ) -> Reason:
-        """The first exclusion as decide() states it (same code and ids, shorter message)."""
-        if role in STRUCTURAL:
-            return Reason(role, STRUCTURAL[role])
-        who = f"{CAPACITY[role]} {name!r} (party {party_id})"
-        if role == "owner":
-            return Reason("no_agreement", who + self.no_agreement, party_id=party_id)
-        if consent_id is None:
-            return Reason("consent_missing", who + self.no_consent, party_id=party_id)
-        return Reason(
-            "consent_refused",
-            f"{who} refused {self.what} (consent record {consent_id})",
-            party_id=party_id,
-            consent_id=consent_id,
+        self._require_mapped(len(ids), expected)
+        out = slots >= 0
+        return BatchDecision(
+            self.use,
+            self.when,
+            self.territory,
+            RecordingIds(ids[~out]),
+            Exclusions(ids[out], slots[out], reasons),
         )
 
     def _analyze(self, *tables: Table) -> None:
@@ -561,8 +869,9 @@ class _Batch:
         )
         self._analyze(p)
 
-    def _sets(self) -> None:
-        """Every failing party set's first failing check, as a reason key (party * 8 + role)."""
+    def _set_verdicts(self) -> tuple[IntArray, IntArray]:
+        """Every failing party set and its first failing check as a reason key (party * 8 +
+        role): one grouped scan of the members, read back as two number lists."""
         m = MEMBERS.c
         packed = (
             cast(m.position, BigInteger) * POSITION
@@ -570,7 +879,7 @@ class _Batch:
             + case(ROLE_CODES, value=m.role)
         )
         stmt = (
-            select(m.party_set_id, func.min(packed) % POSITION)
+            select(m.party_set_id.label("set_id"), (func.min(packed) % POSITION).label("key"))
             .select_from(MEMBERS)
             .where(or_(m.party_id.is_(None), self._check_fails()))
             .group_by(m.party_set_id)
@@ -583,8 +892,9 @@ class _Batch:
                 self.t.scope, self.t.scope.c.recording_id == MAPPING.c.recording_id
             )
             stmt = stmt.where(m.party_set_id.in_(in_scope))
-        self.conn.execute(insert(self.t.set_fail).from_select(["party_set_id", "reason_key"], stmt))
-        self._analyze(self.t.set_fail)
+        sets = stmt.subquery()
+        row = self.conn.execute(select(self._ids(sets.c.set_id), self._ids(sets.c.key))).one()
+        return _int_array(row[0]), _int_array(row[1])
 
     def _check_fails(self) -> ColumnElement[bool]:
         """Whether a party set member's check fails: its party's verdict for the member's role.
@@ -599,14 +909,15 @@ class _Batch:
             p = self.t.party.c
             return func.coalesce(case((is_person == 0, p.owner_ok), else_=p.allows), 0) == 0
         top = self.conn.execute(select(func.max(Party.id))).scalar_one() or 0
-        flags = bytearray(2 * top + 2)
         p = self.t.party.c
-        for party_id, owner_ok, allows in self.conn.execute(
-            select(p.party_id, p.owner_ok, p.allows)
-        ):
-            flags[2 * party_id] = owner_ok
-            flags[2 * party_id + 1] = allows
-        verdicts = bindparam("verdicts", bytes(flags), type_=LargeBinary)
+        row = self.conn.execute(
+            select(self._ids(p.party_id), self._ids(p.owner_ok), self._ids(p.allows))
+        ).one()
+        party_ids = _int_array(row[0])
+        flags = np.zeros(2 * top + 2, dtype=np.uint8)
+        flags[2 * party_ids] = _int_array(row[1])
+        flags[2 * party_ids + 1] = _int_array(row[2])
+        verdicts = bindparam("verdicts", flags.tobytes(), type_=LargeBinary)
         return func.substr(verdicts, m.party_id * 2 + is_person + 1, 1) != b"\x01"
 
     def _find_exceptions(self) -> None:
@@ -704,54 +1015,53 @@ class _Batch:
         """Values joined by commas (SQLite's group_concat takes integers as they are)."""
         return func.aggregate_strings(column if self.sqlite else cast(column, String), ",")
 
-    def _excluded_pairs(self) -> str | None:
-        """Recordings of failing sets with their set's reason key, as "id,key,id,key,..."
+    def _mapped(self) -> tuple[IntArray, IntArray]:
+        """The recordings decided, sorted, and the party set of each (two number lists)."""
+        rs = MAPPING.c
+        stmt = select(self._ids(rs.recording_id), self._ids(rs.party_set_id))
+        if self.scoped:
+            sc = self.t.scope
+            stmt = stmt.select_from(sc.join(MAPPING, rs.recording_id == sc.c.recording_id))
+        row = self.conn.execute(stmt).one()
+        ids, sets = _int_array(row[0]), _int_array(row[1])
+        if len(ids) != len(sets):
+            raise RuntimeError("recording and party set lists differ in length")
+        if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+            order = np.argsort(ids, kind="stable")
+            ids, sets = ids[order], sets[order]
+        return ids, sets
 
-        One streaming pass in set order: grouping by reason in SQL would sort the sets first.
+    def _names(self, keys: IntArray) -> dict[int, tuple[str | None, int | None]]:
+        """Name and winning consent record of each party that the reason keys name.
+
+        The party ids travel as one parameter (a JSON array on SQLite, an array on PostgreSQL):
+        tens of thousands of them, where an IN list would be compiled in chunks.
         """
-        f, rs = self.t.set_fail.c, MAPPING.c
-        joined = self.t.set_fail.join(MAPPING, rs.party_set_id == f.party_set_id)
-        if self.scoped:
-            joined = joined.join(self.t.scope, self.t.scope.c.recording_id == rs.recording_id)
-        pair = rs.recording_id.op("||")(",").op("||")(f.reason_key)
-        return self.conn.execute(select(self._ids(pair)).select_from(joined)).scalar_one()
-
-    def _key_reasons(self, keys: set[int]) -> dict[int, Reason]:
-        """The Reason of each reason key, naming its party and its winning consent record."""
-        party_ids = sorted({party for _role, party in map(_unpack, keys) if party is not None})
-        p = self.t.party.c
-        found: dict[int, tuple[str, int | None]] = {}
-        for start in range(0, len(party_ids), CHUNK):
-            stmt = (
-                select(Party.id, Party.name, p.consent_id)
-                .outerjoin(self.t.party, p.party_id == Party.id)
-                .where(Party.id.in_(party_ids[start : start + CHUNK]))
-            )
-            found.update(
-                (pid, (name, consent_id)) for pid, name, consent_id in self.conn.execute(stmt)
-            )
-        reasons = {}
-        for key in keys:
-            role, party_id = _unpack(key)
-            name, consent_id = found.get(party_id or 0, (None, None))
-            reasons[key] = self._reason(role, party_id, consent_id, name)
-        return reasons
-
-    def _allowed(self) -> str | None:
-        """Recordings of the sets with no failing check, as one comma-separated list."""
-        rs, f = MAPPING.c, self.t.set_fail.c
-        if self.scoped:
-            source = self.t.scope.join(MAPPING, rs.recording_id == self.t.scope.c.recording_id)
-            passing = ~exists().where(f.party_set_id == rs.party_set_id)
+        parties = np.unique(keys // 8)
+        party_ids: list[int] = parties[parties > 0].tolist()
+        if not party_ids:
+            return {}
+        if self.sqlite:
+            listed = func.json_each(bindparam("ids", json.dumps(party_ids), type_=String))
+            wanted = select(listed.table_valued("value").c.value)
         else:
-            source = SETS.join(MAPPING, rs.party_set_id == SETS.c.id)
-            passing = ~exists().where(f.party_set_id == SETS.c.id)
-        stmt = select(self._ids(rs.recording_id)).select_from(source).where(passing)
-        return self.conn.execute(stmt).scalar_one()
+            array = bindparam("ids", party_ids, type_=postgresql.ARRAY(BigInteger))
+            wanted = select(func.unnest(array).column_valued("value"))
+        p = self.t.party.c
+        found = (
+            select(Party.id, Party.name, p.consent_id)
+            .outerjoin(self.t.party, p.party_id == Party.id)
+            .where(Party.id.in_(wanted))
+            .subquery()
+        )
+        agg = func.json_group_array if self.sqlite else func.json_agg
+        lists = self.conn.execute(select(*(agg(column) for column in found.c))).one()
+        ids, names, consents = (json.loads(v) if isinstance(v, str) else v or [] for v in lists)
+        return dict(zip(ids, zip(names, consents, strict=True), strict=True))
 
     def _decide_exceptions(
         self,
-    ) -> tuple[list[int], list[tuple[int, str, int | None, int | None, str | None]]]:
+    ) -> tuple[Sequence[int], list[tuple[int, str, int | None, int | None, str | None]]]:
         """Re-decide touched recordings check by check: their ids and first failures."""
         e, m, p = self.t.exception.c, MEMBERS.c, self.t.party.c
         pr, li = self.t.pair.c, self.t.listed.c
@@ -804,7 +1114,7 @@ class _Batch:
         touched = self.conn.execute(
             select(e.recording_id).join(MAPPING, MAPPING.c.recording_id == e.recording_id)
         ).scalars()
-        return list(touched), list(self.conn.execute(firsts))
+        return touched.all(), list(self.conn.execute(firsts).all())
 
 
 def decide_batch(
