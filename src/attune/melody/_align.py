@@ -103,8 +103,6 @@ class Alignment:
     """Best local alignment of a query against one reference."""
 
     score: float                 # sum of operation scores; never more than either side's intervals
-    q_span: tuple[int, int]      # [start, end) query note indices
-    r_span: tuple[int, int]      # [start, end) reference note indices
     pairs: NDArray[np.int64]     # (matched notes, 2): aligned (query note, reference note) indices
     running: NDArray[np.float64]  # score accumulated up to each pair (0 at the first, then rising)
 
@@ -187,7 +185,6 @@ def _trace(h: NDArray[np.float64], ops: dict[tuple[int, int], NDArray[np.float64
     if best <= 1e-9:
         return None
     j += start + 1
-    end_q, end_c = i, j
     pairs: list[tuple[int, int]] = []
     while h[i, j] > 1e-9:
         here = h[i, j]
@@ -207,5 +204,4 @@ def _trace(h: NDArray[np.float64], ops: dict[tuple[int, int], NDArray[np.float64
     cells = np.array(pairs[::-1], dtype=np.int64)
     running = np.maximum(h[cells[:, 0], cells[:, 1]], 0.0)
     cells[:, 1] -= first - 1
-    return Alignment(score=best, q_span=(i, end_q + 1),
-                     r_span=(j - first + 1, end_c - first + 2), pairs=cells, running=running)
+    return Alignment(score=best, pairs=cells, running=running)
