@@ -99,12 +99,6 @@ def catalog_index(session: Session, cache_dir: Path, *,
     return index, titles
 
 
-def check_melody(melody: Melody, index: MelodyIndex,
-                 threshold: float = COPY_THRESHOLD) -> CopyVerdict:
-    """The melodic plagiarism verdict for one generated melody."""
-    return check_copy(melody, index, threshold=threshold)
-
-
 def check_audio(wav: Path, index_path: Path) -> tuple[tuple[AudioFinding, ...], bool]:
     """Catalog recordings identified in the rendered file; (findings, whether an index existed)."""
     from attune.identify import Index, IndexUnavailable, identify_file
@@ -124,7 +118,7 @@ def check_output(melody: Melody, melody_index: MelodyIndex, titles: dict[str, st
                  wav: Path | None = None, audio_index: Path | None = None,
                  threshold: float = COPY_THRESHOLD) -> CheckReport:
     """Run both checks; the output is blocked when either finds the catalog in it."""
-    verdict = check_melody(melody, melody_index, threshold)
+    verdict = check_copy(melody, melody_index, threshold=threshold)
     findings: tuple[AudioFinding, ...] = ()
     checked = False
     if wav is not None and audio_index is not None:

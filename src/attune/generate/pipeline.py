@@ -10,7 +10,6 @@ registers the output with its attribution shares for the royalty engine.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -93,7 +92,8 @@ def load_model(record: ModelRecord) -> ReferenceModel:
     """Load a registered model, refusing files that changed since it was registered."""
     directory = Path(record.artifact_path)
     model = ReferenceModel.load(directory)
-    again = model.save(Path(tempfile.mkdtemp(prefix="attune-model-check-")))
+    with tempfile.TemporaryDirectory(prefix="attune-model-check-") as scratch:
+        again = model.save(Path(scratch))
     if again != record.artifact_sha256:
         raise GenerationRefused("model", (f"the files of model {record.id} in {directory} "
                                           "changed since it was registered",))
@@ -215,9 +215,3 @@ def record_refusal(session: Session, actor: str, model_id: str, prompt: str, see
                  entity_id=model_id, payload={"prompt": prompt, "seed": seed,
                                               "stage": refused.stage,
                                               "reasons": list(refused.reasons)})
-
-
-def describe_shares(piece: Piece) -> str:
-    """The work shares as compact JSON, largest first (for logs and the CLI)."""
-    ordered = sorted(piece.work_shares.items(), key=lambda kv: (-kv[1], kv[0]))
-    return json.dumps({str(w): str(s) for w, s in ordered})

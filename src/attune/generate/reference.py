@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
 from attune.attribute.shares import split_over, to_shares, work_weights
+from attune.generate.dataset import canonical
 from attune.generate.harmony import Harmonisation, Harmoniser
 from attune.generate.markov import Generation, MarkovModel
 from attune.generate.render import to_midi
@@ -210,9 +211,8 @@ class ReferenceModel:
 
 
 def manifest_sha256(manifest: Mapping[str, Any]) -> str:
-    """The sha256 of a manifest's canonical JSON (how datasets are hashed and signed)."""
-    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """The sha256 of a manifest's canonical bytes (the hash its dataset was signed under)."""
+    return hashlib.sha256(canonical(manifest)).hexdigest()
 
 
 def training_scores(
@@ -261,8 +261,3 @@ class ReferenceGenerator:
         model_id = f"markov-{sha[:10]}-o{self.order}{guard}"
         return ReferenceModel(model_id, sha, self.order, self.max_verbatim, melody_models,
                               harmoniser, recordings_of)
-
-
-def credited(shares: Mapping[int, Decimal], top: int = 5) -> Sequence[tuple[int, Decimal]]:
-    """The ``top`` largest shares, largest first (ties by id), for printing."""
-    return sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
