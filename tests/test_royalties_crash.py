@@ -1,4 +1,8 @@
-"""A royalty run killed with SIGKILL midway and re-run leaves the ledger of one clean run."""
+"""A royalty run killed with SIGKILL midway and re-run leaves the ledger of one clean run.
+
+Runs on a real SQLite file and on PostgreSQL: each attempt starts from a copy of the same
+pristine state (database + data folder), so every attempt must end with the reference ledger.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,17 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, make_url, select, text
 
 from attune.royalties.ingest import ingest
 from attune.royalties.models import LedgerPosting, LedgerTransaction, RoyaltyRun
 from attune.royalties.run import data_dir, run_period
 from attune.store.db import make_engine, transaction
-from attune.store.migrate import upgrade
 from tests.test_royalties_world import build_world, usage_rows, write_csv
 
 RUN = """
@@ -28,6 +33,8 @@ engine = make_engine(sys.argv[1])
 with transaction(engine) as s:
     run_period(s, data_dir(engine), "2026-10", "crash")
 """
+
+Clone = Callable[[str], str]
 
 
 def _ledger(url: str) -> list[tuple[object, ...]]:
@@ -53,34 +60,66 @@ def _rerun(url: str) -> None:
     engine.dispose()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def clone(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Clone]]:
+    """A migrated database URL, and a function that copies it to a new database by name."""
+    if request.param == "sqlite":
+        url = str(request.getfixturevalue("sqlite_url"))
+        source = Path(make_url(url).database or "")
+
+        def copy_sqlite(name: str) -> str:
+            target = tmp_path / f"{name}.db"
+            shutil.copyfile(source, target)
+            return f"sqlite:///{target}"
+
+        yield url, copy_sqlite
+        return
+    url = str(request.getfixturevalue("pg_url"))
+    base = make_url(url)
+    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    made: list[str] = []
+
+    def copy_pg(name: str) -> str:
+        db = f"{base.database}_{name}_{uuid.uuid4().hex[:6]}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{db}" TEMPLATE "{base.database}"'))
+        made.append(db)
+        return base.set(database=db).render_as_string(hide_password=False)
+
+    yield url, copy_pg
+    with admin.connect() as conn:
+        for db in made:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def test_sigkill_midway_then_rerun_gives_the_same_ledger_without_duplicates(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    clone: tuple[str, Clone], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pristine = tmp_path / "pristine"
-    pristine.mkdir()
-    url = f"sqlite:///{pristine / 'attune.db'}"
+    url, copy_db = clone
+    pristine_data = tmp_path / "pristine-data"
+    monkeypatch.setenv("ATTUNE_DATA", str(pristine_data))
     engine = make_engine(url)
-    upgrade(engine)
     world = build_world(engine, guarantee="5")
     usage = write_csv(tmp_path / "u.csv", usage_rows(world))
-    monkeypatch.setenv("ATTUNE_DATA", str(pristine / "data"))
     with transaction(engine) as s:
         ingest(s, data_dir(engine), usage, "test")
     engine.dispose()
-    reference = tmp_path / "reference"
-    shutil.copytree(pristine, reference)
-    monkeypatch.setenv("ATTUNE_DATA", str(reference / "data"))
-    _rerun(f"sqlite:///{reference / 'attune.db'}")
-    expected = _ledger(f"sqlite:///{reference / 'attune.db'}")
+
+    def fresh_copy(name: str) -> str:
+        shutil.copytree(pristine_data, tmp_path / f"{name}-data")
+        monkeypatch.setenv("ATTUNE_DATA", str(tmp_path / f"{name}-data"))
+        return copy_db(name)
+
+    reference = fresh_copy("reference")
+    _rerun(reference)
+    expected = _ledger(reference)
     assert len(expected) > 10
     midway = 0
     for attempt in range(3):
-        copy = tmp_path / f"attempt{attempt}"
-        shutil.copytree(pristine, copy)
-        monkeypatch.setenv("ATTUNE_DATA", str(copy / "data"))
-        copy_url = f"sqlite:///{copy / 'attune.db'}"
+        copy_url = fresh_copy(f"attempt{attempt}")
         proc = subprocess.Popen([sys.executable, "-c", RUN, copy_url], env=os.environ.copy())
-        runs = copy / "data" / "runs"
+        runs = tmp_path / f"attempt{attempt}-data" / "runs"
         deadline = time.monotonic() + 60
         # Kill as soon as the allocation is on disk: the ledger write is then under way.
         while proc.poll() is None and time.monotonic() < deadline:

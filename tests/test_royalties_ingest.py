@@ -71,7 +71,7 @@ def test_problems_are_named_by_line_and_field_in_line_order(tmp_path: Path) -> N
         f"{name}:3: item_id: neither an ISRC nor an output id: no good!",
         f"{name}:5: net_revenue: not a non-negative amount with at most 6 decimals: 1.0000001",
         f"{name}:5: units: not a whole number of units: 12.5",
-        f"{name}:7: territory: not an ISO 3166-1 alpha-2 territory: XX",
+        f"{name}:7: territory: not an ISO 3166-1 alpha-2 territory or Worldwide: XX",
         f"{name}:11: period: one period per report: this line has 2026-11, the report 2026-10",
         f"{name}:13: currency: not an ISO 4217 currency code: eur",
         f"{name}:13: net_revenue: not a non-negative amount with at most 6 decimals: "

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from typer.testing import CliRunner
 
 from attune.royalties import ledger, statements
-from attune.royalties.ingest import UsageFileError, ingest
+from attune.royalties.ingest import UsageFileError, ingest, parse_file
 from attune.royalties.models import LedgerPosting, LedgerTransaction, UsageReport
 from attune.royalties.run import data_dir, run_period
 from attune.store.audit import verify_chain
@@ -229,6 +229,12 @@ def test_malformed_reports_are_refused_with_line_and_field_and_change_nothing(
     assert not (data_dir(engine) / "usage").exists()
 
 
+def statement_total(dsr: str) -> Decimal:
+    """The amounts of a DSR statement's summaries, added up."""
+    return sum((Decimal(r.split("\t")[9]) for r in dsr.splitlines() if r.startswith("SY02")),
+               Decimal(0))  # fmt: skip
+
+
 def test_cli_runs_the_whole_flow(engine: Engine, db_url: str, tmp_path: Path) -> None:
     world = build_world(engine)
     app = mounted_app()
@@ -258,6 +264,11 @@ def test_cli_runs_the_whole_flow(engine: Engine, db_url: str, tmp_path: Path) ->
     dsr = cli("royalties", "statement", "--party", "Northbound Records", "--period", "2026-10",
               "--format", "dsr")  # fmt: skip
     assert dsr.startswith("HEAD\tdsrf/") and dsr.rstrip().split("\n")[-1].startswith("FOOT")
+    exported = tmp_path / "statement.tsv"
+    exported.write_text(dsr)
+    back = parse_file(exported)  # the export is a report our own reader accepts
+    assert back.format == "dsr" and back.lines == dsr.count("\nSU02\t")
+    assert sum(back.revenue.values()) == round(statement_total(dsr) * 1_000_000)
     assert "open Liabilities" in cli("ledger", "export", "--format", "beancount")
     cli("royalties", "close", "--period", "2026-10")
     res = runner.invoke(app, ["--db", db_url, "royalties", "close", "--period", "2026-10"])

@@ -212,3 +212,30 @@ def test_sql_largest_remainder_matches_the_python_reference(tmp_path: Path) -> N
     assert pool["source"] == "direct"
     assert [got[r] for r in range(1, n + 1)] == [expected[f"GBATT26{r:05d}"]
                                                 for r in range(1, n + 1)]  # fmt: skip
+
+
+def test_worldwide_usage_is_pooled_only_by_worldwide_grants_without_exceptions(
+    tmp_path: Path,
+) -> None:
+    """Revenue reported for 'Worldwide' (not per country) cannot be placed inside a grant that
+    leaves a country out, so only an unrestricted worldwide agreement pools it."""
+    base = {"licensee_id": 99, "start_date": date(2026, 1, 1), "end_date": None,
+            "covers_all": True, "ai_share": 500_000, "minimum_guarantee": 0, "currency": "EUR",
+            "catalog_policy": "pro_rata", "ai_publishing": 0, "catalog_publishing": 0}
+    snap = snapshot(
+        recordings=[{"recording_id": r, "isrc": f"GBATT26{r:05d}", "work_id": None}
+                    for r in (1, 2, 3)],
+        owners=[{"recording_id": r, "party_id": r, "share": 100_000_000} for r in (1, 2, 3)],
+        agreements=[{**base, "agreement_id": 1, "licensor_id": 1, "worldwide": True},
+                    {**base, "agreement_id": 2, "licensor_id": 2, "worldwide": True},
+                    {**base, "agreement_id": 3, "licensor_id": 3, "worldwide": False}],
+        territories=[{"agreement_id": 2, "territory": "FR", "excluded": True},
+                     {"agreement_id": 3, "territory": "FR", "excluded": False}],
+    )  # fmt: skip
+    usage = [{"report": "r", "line": r, "territory": "Worldwide", "service": "s",
+              "use_type": "stream", "commercial_model": "", "item_kind": "isrc",
+              "item": f"GBATT26{r:05d}", "units": 1, "revenue": 10_000, "currency": "EUR",
+              "listener": None, "transaction_id": None} for r in (1, 2, 3)]  # fmt: skip
+    result = allocate([_write(usage, tmp_path / "u.parquet")], snap, "2026-10")
+    pools = {p["pool"]: p["amount"] for p in result.pools.to_pylist()}
+    assert pools == {"catalog:1:EUR": 1, "direct:-:EUR": 2}

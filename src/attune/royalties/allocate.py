@@ -395,8 +395,12 @@ def allocate(
             FROM ga g CROSS JOIN (SELECT DISTINCT territory FROM agg) t
             LEFT JOIN s_territories x
                 ON x.agreement_id = g.agreement_id AND x.territory = t.territory
-            WHERE (g.worldwide AND (x.territory IS NULL OR NOT x.excluded))
-               OR (NOT g.worldwide AND x.territory IS NOT NULL AND NOT x.excluded);
+            WHERE CASE WHEN t.territory = 'Worldwide'
+                -- usage not reported per country: only a worldwide grant without exceptions
+                THEN g.worldwide AND NOT EXISTS (SELECT 1 FROM s_territories e
+                    WHERE e.agreement_id = g.agreement_id AND e.excluded)
+                ELSE (g.worldwide AND (x.territory IS NULL OR NOT x.excluded))
+                    OR (NOT g.worldwide AND x.territory IS NOT NULL AND NOT x.excluded) END;
         CREATE TABLE ai_usage AS
             SELECT a.currency, a.territory, a.item AS output_id, o.platform_id, o.model,
                 a.units, a.revenue

@@ -48,6 +48,7 @@ CSV_COLUMNS = (
 )
 CSV_OPTIONAL = ("listener_id",)
 MAX_LISTED = 20
+WORLDWIDE = "Worldwide"  # DDEX's territory code for revenue not reported per country
 USAGE_SCHEMA = pa.schema(
     [
         ("report", pa.string()),
@@ -188,7 +189,16 @@ def _problems(
 
 
 def _territories() -> str:
-    return ", ".join(f"'{t}'" for t in sorted(ISO_3166_1_ALPHA_2))
+    """SQL list of the territory codes a usage line may carry: ISO 3166-1 and Worldwide."""
+    return ", ".join(f"'{t}'" for t in [*sorted(ISO_3166_1_ALPHA_2), WORLDWIDE])
+
+
+def _territory(column: str) -> str:
+    """SQL: the canonical territory code of ``column`` (upper-case ISO, or 'Worldwide')."""
+    return (
+        f"CASE WHEN upper(trim({column})) = '{WORLDWIDE.upper()}' THEN '{WORLDWIDE}' "
+        f"ELSE upper(trim({column})) END"
+    )
 
 
 def _read_lines(path: Path, delimiter: str) -> pa.Table:
@@ -292,8 +302,8 @@ _CSV_OK = (
 _CSV_VALUE_CHECKS = [
     (
         "territory",
-        f"upper(trim(territory)) NOT IN ({_territories()})",
-        "'not an ISO 3166-1 alpha-2 territory: ' || territory",
+        f"{_territory('territory')} NOT IN ({_territories()})",
+        "'not an ISO 3166-1 alpha-2 territory or Worldwide: ' || territory",
     ),
     (
         "service",
@@ -401,7 +411,7 @@ def parse_csv(
     # The few distinct values of the grouped columns become ENUM types, which Parquet stores
     # as dictionaries without hashing every row's string.
     for column, value in (
-        ("territory", "upper(trim(territory))"),
+        ("territory", _territory("territory")),
         ("service", "trim(service)"),
         ("use_type", "trim(use_type)"),
         ("currency", "currency"),
@@ -415,7 +425,7 @@ def parse_csv(
         f"""
         CREATE VIEW usage AS
         SELECT '{report}'::ENUM('{report}') AS report, rowid + 2 AS line,
-            upper(trim(territory))::usage_territory AS territory,
+            ({_territory("territory")})::usage_territory AS territory,
             trim(service)::usage_service AS service, trim(use_type)::usage_use_type AS use_type,
             ''::ENUM('') AS commercial_model, item_kind, item, units, revenue,
             currency::usage_currency AS currency, listener, NULL::VARCHAR AS transaction_id
@@ -616,7 +626,7 @@ def parse_dsr(path: Path, sha: str | None = None) -> ParsedReport:
     )
     con.execute(
         f"""
-        CREATE TABLE syc AS SELECT *, upper(Territory) AS t,
+        CREATE TABLE syc AS SELECT *, {_territory("Territory")} AS t,
             {_UNITS.format(c="Usages")} AS u, {_MONEY.format(c="NetRevenue")} AS rev,
             count(*) OVER (PARTITION BY SummaryRecordId) AS dup
         FROM sy;
@@ -640,7 +650,7 @@ def parse_dsr(path: Path, sha: str | None = None) -> ParsedReport:
         (
             "Territory",
             f"t NOT IN ({_territories()})",
-            "'not an ISO 3166-1 alpha-2 territory: ' || Territory",
+            "'not an ISO 3166-1 alpha-2 territory or Worldwide: ' || Territory",
         ),
         ("Usages", "u IS NULL", "'not a whole number: ' || Usages"),
         ("NetRevenue", "rev IS NULL", "'not a non-negative amount: ' || NetRevenue"),

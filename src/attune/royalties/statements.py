@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from attune.rights.models import Party, Recording, Work
 from attune.rights.outputs import Output
 from attune.royalties.allocate import PAIR_WEIGHT, WHOLE, connect, period_bounds
+from attune.royalties.ingest import WORLDWIDE
 from attune.royalties.ledger import current_run
 from attune.royalties.models import UsageReport
 from attune.royalties.money import exponent
@@ -401,7 +402,10 @@ td,th{{border:1px solid #ccc;padding:2px 6px;font-size:12px;text-align:left}}</s
 
 
 def to_dsr(st: Statement) -> str:
-    """The statement as a DSR-style flat file (HEAD, SY02, RE01/AS02/SU02 blocks, FOOT)."""
+    """The statement as a DSR flat file (HEAD, SY02, RE01/AS02/SU02 blocks, FOOT) that
+    ``ingest.parse_file`` reads back: one summary per source and currency, territory
+    'Worldwide', one royalty-bearing usage line per item with the party's amount.
+    """
     first, last = period_bounds(st.period)
     out = [
         [
@@ -435,7 +439,7 @@ def to_dsr(st: Statement) -> str:
                 sy,
                 "AIOutputs" if source == "ai" else "Catalog",
                 "AIGeneration" if source == "ai" else "Stream",
-                "Worldwide",
+                WORLDWIDE,
                 "Attune royalty statement",
                 str(units),
                 "",
@@ -447,6 +451,8 @@ def to_dsr(st: Statement) -> str:
         for line in lines:
             items[line.item or line.pool].append(line)
         for item, item_lines in sorted(items.items()):
+            # One usage line per item: its lines and rounding adjustments sum to whole leaves,
+            # so the amount is exact in the currency's minor unit.
             block = f"B{len(blocks) + 1}"
             first_line = item_lines[0]
             blocks.append(["RE01", block, f"R{block}", "", item, ""])
@@ -457,26 +463,24 @@ def to_dsr(st: Statement) -> str:
                     "A1",
                     "",
                     first_line.isrc,
-                    item if first_line.output_id else "",
+                    "" if first_line.isrc else item,  # an output id, or an unattributed pool
                     "",
                     "",
                     first_line.output_id,
                 ]
             )
-            for j, line in enumerate(item_lines, start=1):
-                blocks.append(
-                    [
-                        "SU02",
-                        block,
-                        sy,
-                        f"{block}-{j}",
-                        "A1",
-                        "true",
-                        str(line.units),
-                        _text(line.amount),
-                        line.kind,
-                    ]
-                )
+            blocks.append(
+                [
+                    "SU02",
+                    block,
+                    sy,
+                    f"{block}-1",
+                    "A1",
+                    "true",
+                    str(sum(line.units for line in item_lines if line.kind == "usage")),
+                    _text(sum((line.amount for line in item_lines), Decimal(0))),
+                ]
+            )
     out.extend(blocks)
     count = len(out) + 1
     out.append(
