@@ -19,14 +19,14 @@ from attune.api.app import create_app
 from attune.api.keys import create_key
 from attune.api.provenance import router
 from attune.cli_provenance import provenance_app, watermark_app
-from attune.provenance import c2pa, credits, load_credits, stamp_output
+from attune.provenance import c2pa, credits, load_credits, stamp_output, watermark_key
 from attune.provenance.credits import (
     ContributorCredit,
     CreditsError,
     RecordingCredits,
     ReleaseCredits,
 )
-from attune.provenance.watermark import detect_file
+from attune.provenance.watermark import DEFAULT_KEY, WatermarkError, detect_file
 from attune.rights.ddex import parse_ern_bytes
 from attune.store.db import transaction
 from tests import factory as f
@@ -51,8 +51,13 @@ def release() -> ReleaseCredits:
                 contains_ai="Partly",
                 facets={"instrumentation": "All", "vocals": "All", "lyrics": "None"},
                 contributors=(
-                    ContributorCredit("PGen", "Attune Reference Generator 1.0", ("Composer",),
-                                      "All", generative_ai=True),
+                    ContributorCredit(
+                        "PGen",
+                        "Attune Reference Generator 1.0",
+                        ("Composer",),
+                        "All",
+                        generative_ai=True,
+                    ),
                     ContributorCredit("PMara", "Mara Quell", ("Lyricist",), "None"),
                 ),
             ),
@@ -162,7 +167,10 @@ def test_signed_file_validates_with_every_required_assertion(
 ) -> None:
     source = tone_file(tmp_path / f"out{suffix}")
     generation = c2pa.Generation(
-        title="Night Drive", output_id=42, model="refgen-1", dataset_sha256=DATASET,
+        title="Night Drive",
+        output_id=42,
+        model="refgen-1",
+        dataset_sha256=DATASET,
         credits=release(),
     )
     report = c2pa.sign_file(source, tmp_path / f"signed{suffix}", generation, key_dir=key_dir)
@@ -190,8 +198,9 @@ def test_tampered_audio_fails_validation_with_a_clear_message(
     tmp_path: Path, key_dir: Path, suffix: str
 ) -> None:
     signed = tmp_path / f"signed{suffix}"
-    c2pa.sign_file(tone_file(tmp_path / f"a{suffix}"), signed, c2pa.Generation("t"),
-                   key_dir=key_dir)
+    c2pa.sign_file(
+        tone_file(tmp_path / f"a{suffix}"), signed, c2pa.Generation("t"), key_dir=key_dir
+    )
     data = bytearray(signed.read_bytes())
     data[len(data) // 3] ^= 0x5A
     signed.write_bytes(bytes(data))
@@ -211,8 +220,12 @@ def test_foreign_signer_is_untrusted_and_unsigned_file_is_refused(
     with pytest.raises(c2pa.ContentCredentialsError, match="has no C2PA manifest"):
         c2pa.read_manifest(tmp_path / "a.wav", key_dir=key_dir)
     with pytest.raises(c2pa.ContentCredentialsError, match="dataset_sha256"):
-        c2pa.sign_file(tmp_path / "a.wav", tmp_path / "b.wav",
-                       c2pa.Generation("t", dataset_sha256="xyz"), key_dir=key_dir)
+        c2pa.sign_file(
+            tmp_path / "a.wav",
+            tmp_path / "b.wav",
+            c2pa.Generation("t", dataset_sha256="xyz"),
+            key_dir=key_dir,
+        )
 
 
 def test_stamped_output_carries_mark_and_valid_credentials(tmp_path: Path, key_dir: Path) -> None:
@@ -221,7 +234,23 @@ def test_stamped_output_carries_mark_and_valid_credentials(tmp_path: Path, key_d
     generation = c2pa.Generation("Night Drive", output_id=2026, dataset_sha256=DATASET)
     marked, report = stamp_output(song, tmp_path / "out.wav", generation, key_dir=key_dir)
     assert marked.snr_db >= 30.0 and report.state == "Trusted"
-    assert detect_file(tmp_path / "out.wav").output_id == 2026
+    assert detect_file(tmp_path / "out.wav", key=watermark_key()).output_id == 2026
+    assert detect_file(tmp_path / "out.wav").output_id is None  # not under the public key
+
+
+def test_watermark_key_is_a_secret_of_the_installation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ATTUNE_WATERMARK_KEY", raising=False)
+    first = watermark_key(tmp_path / "a")
+    assert first == watermark_key(tmp_path / "a") != watermark_key(tmp_path / "b")
+    assert first != DEFAULT_KEY and len(first) == 64
+    assert (tmp_path / "a" / "watermark.key").stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv("ATTUNE_WATERMARK_KEY", "shared-secret-of-two-sites")
+    assert watermark_key(tmp_path / "a") == b"shared-secret-of-two-sites"
+    monkeypatch.setenv("ATTUNE_WATERMARK_KEY", DEFAULT_KEY.decode())
+    with pytest.raises(WatermarkError, match="public default key"):
+        watermark_key(tmp_path / "a")
 
 
 # ------------------------------------------------------------------------------------------
@@ -246,9 +275,22 @@ def test_cli_signs_reads_verifies_and_shows_credits(
     credits_json = tmp_path / "credits.json"
     credits_json.write_text(credits.to_json(release()))
     keys = ["--key-dir", str(key_dir)]
-    signed = runner.invoke(cli, ["provenance", "sign", str(audio), "--output-id", "7",
-                                 "--dataset-sha256", DATASET, "--credits", str(credits_json),
-                                 "--json", *keys])
+    signed = runner.invoke(
+        cli,
+        [
+            "provenance",
+            "sign",
+            str(audio),
+            "--output-id",
+            "7",
+            "--dataset-sha256",
+            DATASET,
+            "--credits",
+            str(credits_json),
+            "--json",
+            *keys,
+        ],
+    )
     assert signed.exit_code == 0, signed.output
     assert json.loads(signed.output)["state"] == "Trusted"
     read = runner.invoke(cli, ["provenance", "read", str(audio), *keys])
@@ -271,8 +313,9 @@ def test_cli_embeds_and_detects_the_watermark(cli: typer.Typer, tmp_path: Path) 
     song = tmp_path / "song.wav"
     sf.write(song, synth_music(12.0, seed=21), SR)
     marked = tmp_path / "marked.wav"
-    done = runner.invoke(cli, ["watermark", "embed", str(song), "--id", "5150",
-                               "--out", str(marked), "--json"])
+    done = runner.invoke(
+        cli, ["watermark", "embed", str(song), "--id", "5150", "--out", str(marked), "--json"]
+    )
     assert done.exit_code == 0, done.output
     assert json.loads(done.output)["snr_db"] >= 30.0
     found = runner.invoke(cli, ["watermark", "detect", str(marked), "--json"])
@@ -289,9 +332,9 @@ def test_cli_embeds_and_detects_the_watermark(cli: typer.Typer, tmp_path: Path) 
 
 
 @pytest.fixture
-def api(engine: Engine, key_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
-    tuple[TestClient, dict[str, str]]
-]:
+def api(
+    engine: Engine, key_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[TestClient, dict[str, str]]]:
     """The app with the provenance router mounted, and headers of a platform key."""
     monkeypatch.setenv("ATTUNE_C2PA_KEY_DIR", str(key_dir))
     with transaction(engine) as s:
@@ -308,27 +351,42 @@ def test_api_signs_verifies_and_converts_credits(
 ) -> None:
     client, auth = api
     audio = tone_file(tmp_path / "out.wav").read_bytes()
-    signed = client.post("/v1/provenance/sign", headers=auth,
-                         files={"file": ("out.wav", audio, "audio/wav")},
-                         data={"output_id": "9", "dataset_sha256": DATASET})
+    signed = client.post(
+        "/v1/provenance/sign",
+        headers=auth,
+        files={"file": ("out.wav", audio, "audio/wav")},
+        data={"output_id": "9", "dataset_sha256": DATASET},
+    )
     assert signed.status_code == 200, signed.text
     body = signed.content
-    verified = client.post("/v1/provenance/verify", headers=auth,
-                           files={"file": ("x.wav", body, "audio/wav")})
+    verified = client.post(
+        "/v1/provenance/verify", headers=auth, files={"file": ("x.wav", body, "audio/wav")}
+    )
     assert verified.json()["state"] == "Trusted"
-    read = client.post("/v1/provenance/read", headers=auth,
-                       files={"file": ("x.wav", body, "audio/wav")})
+    read = client.post(
+        "/v1/provenance/read", headers=auth, files={"file": ("x.wav", body, "audio/wav")}
+    )
     assert read.json()["manifest"]["ingredients"][0]["instance_id"].endswith(DATASET)
     tampered = bytearray(body)
     tampered[len(tampered) // 2] ^= 1
-    bad = client.post("/v1/provenance/verify", headers=auth,
-                      files={"file": ("x.wav", bytes(tampered), "audio/wav")})
+    bad = client.post(
+        "/v1/provenance/verify",
+        headers=auth,
+        files={"file": ("x.wav", bytes(tampered), "audio/wav")},
+    )
     assert bad.json()["ok"] is False and bad.json()["problems"]
-    converted = client.post("/v1/provenance/credits", headers=auth,
-                            files={"file": ("c.json", credits.to_json(release()), "text/json")})
+    converted = client.post(
+        "/v1/provenance/credits",
+        headers=auth,
+        files={"file": ("c.json", credits.to_json(release()), "text/json")},
+    )
     assert "<ContainsAI>Partly</ContainsAI>" in converted.json()[0]["ern"]
-    assert client.post("/v1/provenance/verify",
-                       files={"file": ("x.wav", body, "audio/wav")}).status_code == 401
+    assert (
+        client.post(
+            "/v1/provenance/verify", files={"file": ("x.wav", body, "audio/wav")}
+        ).status_code
+        == 401
+    )
 
 
 def test_api_embeds_and_detects_the_watermark(
@@ -337,13 +395,19 @@ def test_api_embeds_and_detects_the_watermark(
     client, auth = api
     song = tmp_path / "song.wav"
     sf.write(song, synth_music(12.0, seed=22), SR)
-    marked = client.post("/v1/watermark/embed", headers=auth, data={"output_id": "77"},
-                         files={"file": ("song.wav", song.read_bytes(), "audio/wav")})
+    marked = client.post(
+        "/v1/watermark/embed",
+        headers=auth,
+        data={"output_id": "77"},
+        files={"file": ("song.wav", song.read_bytes(), "audio/wav")},
+    )
     assert marked.status_code == 200, marked.text
     assert float(marked.headers["X-Watermark-SNR-dB"]) >= 30.0
-    found = client.post("/v1/watermark/detect", headers=auth,
-                        files={"file": ("m.wav", marked.content, "audio/wav")})
+    found = client.post(
+        "/v1/watermark/detect", headers=auth, files={"file": ("m.wav", marked.content, "audio/wav")}
+    )
     assert found.json()["output_id"] == 77
-    refused = client.post("/v1/watermark/detect", headers=auth,
-                          files={"file": ("notes.txt", b"hello", "text/plain")})
+    refused = client.post(
+        "/v1/watermark/detect", headers=auth, files={"file": ("notes.txt", b"hello", "text/plain")}
+    )
     assert refused.status_code == 422

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import tempfile
 from pathlib import Path
 
 from attune.provenance.c2pa import (
@@ -11,6 +13,7 @@ from attune.provenance.c2pa import (
     ContentCredentialsError,
     Generation,
     ManifestReport,
+    default_key_dir,
     read_manifest,
     sign_file,
 )
@@ -54,10 +57,40 @@ __all__ = [
 ]
 
 
-def watermark_key() -> bytes:
-    """The watermark key: ``ATTUNE_WATERMARK_KEY`` if set, else the public default key."""
+WATERMARK_KEY_FILE = "watermark.key"
+
+
+def watermark_key(key_dir: Path | None = None) -> bytes:
+    """The installation's secret watermark key, never the public ``DEFAULT_KEY``.
+
+    ``ATTUNE_WATERMARK_KEY`` if set (several installations that must read each other's marks
+    share it); else 32 random bytes kept in ``watermark.key`` beside the C2PA identity
+    (``ATTUNE_C2PA_KEY_DIR``), created with mode 0600 at first use. Whoever holds the key can
+    read and forge marks, so the public default would let anyone do both.
+    """
     value = os.environ.get("ATTUNE_WATERMARK_KEY")
-    return value.encode() if value else DEFAULT_KEY
+    if value:
+        if value.encode() == DEFAULT_KEY:
+            raise WatermarkError("ATTUNE_WATERMARK_KEY is the public default key; set a secret")
+        return value.encode()
+    directory = key_dir or default_key_dir()
+    path = directory / WATERMARK_KEY_FILE
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=directory)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_hex(32).encode())
+        os.chmod(tmp, 0o600)
+        try:
+            os.link(tmp, path)  # never replaces a key another process created meanwhile
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    key = path.read_bytes().strip()
+    if len(key) < 16:
+        raise WatermarkError(f"{path}: the watermark key is shorter than 16 bytes")
+    return key
 
 
 def load_credits(path: str | Path, *, key_dir: Path | None = None) -> tuple[ReleaseCredits, ...]:
