@@ -18,6 +18,7 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
+import queue
 import resource
 import time
 from collections.abc import Callable
@@ -29,6 +30,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from attune.royalties.ingest import totals_path, write_totals
 
 PERIOD = "2026-10"
 LABELS = 1000
@@ -120,6 +123,8 @@ def generate_usage(out: Path, rows: int, recordings: int, outputs: int) -> list[
         path = folder / f"part-{n}.parquet"
         paths.append(str(path))
         if path.exists():
+            if not totals_path(path).exists():
+                write_totals(path)
             continue
         size = min(chunk, rows - start)
         con.execute(f"""
@@ -141,6 +146,7 @@ def generate_usage(out: Path, rows: int, recordings: int, outputs: int) -> list[
                 FROM (SELECT i, hash(i) AS h FROM range({start}, {start + size}) t(i))
             ) TO '{path}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)
         """)  # fmt: skip
+        write_totals(path)  # the item rollup ingest writes beside every report
     return paths
 
 
@@ -166,7 +172,14 @@ def in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     q = ctx.Queue()
     p = ctx.Process(target=_child, args=(fn, args, q))
     p.start()
-    result: dict[str, Any] = q.get()
+    while True:
+        try:
+            result: dict[str, Any] = q.get(timeout=5)
+            break
+        except queue.Empty:
+            if not p.is_alive():
+                msg = f"{fn.__name__} failed in its process (exit {p.exitcode})"
+                raise SystemExit(msg) from None
     p.join()
     return result
 

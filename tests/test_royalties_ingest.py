@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from attune.royalties.ingest import USAGE_SCHEMA, UsageFileError, parse_csv
+from attune.royalties.ingest import USAGE_SCHEMA, UsageFileError, parse_csv, totals_path
 from tests.test_royalties_world import write_csv
 
 
@@ -33,6 +34,8 @@ def test_every_line_keeps_its_number_and_exact_amounts(tmp_path: Path) -> None:
     rows = [_row(n) for n in range(250_000)]
     rows[7] = _row(7, net_revenue="999999999999.999999", units=123456789012345)
     rows[8] = _row(8, net_revenue="0.000001", territory=" fr ", item_id="gbatt2600001")
+    for n in range(100, 110):  # with line 9, this item's revenue passes 2^63 micro-units
+        rows[n] = _row(n, net_revenue="999999999999.999999", item_id="GB-ATT-26-00007")
     parsed = parse_csv(write_csv(tmp_path / "u.csv", rows))
     table = parsed.rows
     assert table.schema == USAGE_SCHEMA and parsed.lines == table.num_rows == 250_000
@@ -54,6 +57,14 @@ def test_every_line_keeps_its_number_and_exact_amounts(tmp_path: Path) -> None:
     stored = tmp_path / "out" / "u.parquet"
     parsed.write(stored)
     assert pq.read_table(stored).cast(USAGE_SCHEMA).sort_by("line").equals(table)
+    rollup = pq.read_table(totals_path(stored))  # the item totals allocation reads
+    assert pa.types.is_decimal(rollup.schema.field("revenue").type)  # overflowed BIGINT
+    totals = rollup.to_pylist()
+    assert sum(int(t["revenue"]) for t in totals) == micro  # exact past 2^63 micro-units
+    assert max(int(t["revenue"]) for t in totals) > 2**63
+    assert sum(int(t["units"]) for t in totals) == parsed.units
+    items = {(str(r[1]).strip().upper(), str(r[4]).upper().replace("-", "")) for r in rows}
+    assert len(totals) == len(items)
 
 
 def test_problems_are_named_by_line_and_field_in_line_order(tmp_path: Path) -> None:

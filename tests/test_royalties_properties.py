@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attune.royalties.allocate import Snapshot, allocate, snapshot
-from attune.royalties.ingest import USAGE_SCHEMA, write_parquet
+from attune.royalties.ingest import USAGE_SCHEMA, write_parquet, write_totals
 from attune.royalties.money import div_half_even, largest_remainder
 
 SETTINGS = settings(
@@ -188,6 +188,14 @@ def test_allocation_conserves_is_non_negative_deterministic_and_idempotent(
     # Idempotency: reading the same usage twice (a duplicate file) is not the same as once,
     # which is why ingest refuses duplicates; one file read once always gives one answer.
     assert allocate([path], snap, "2026-10").digest() == result.digest()
+    # The ingest-time rollup stands in for the lines: same result, with or without it, and
+    # with one file rolled up and another not.
+    write_totals(Path(path))
+    assert allocate([path], snap, "2026-10").digest() == result.digest()
+    half = len(usage) // 2
+    split = [_write(usage[:half], folder / "a.parquet"), _write(usage[half:], folder / "b.parquet")]
+    write_totals(Path(split[0]))
+    assert allocate(split, snap, "2026-10").digest() == result.digest()
 
 
 def test_sql_largest_remainder_matches_the_python_reference(tmp_path: Path) -> None:
@@ -219,9 +227,18 @@ def test_worldwide_usage_is_pooled_only_by_worldwide_grants_without_exceptions(
 ) -> None:
     """Revenue reported for 'Worldwide' (not per country) cannot be placed inside a grant that
     leaves a country out, so only an unrestricted worldwide agreement pools it."""
-    base = {"licensee_id": 99, "start_date": date(2026, 1, 1), "end_date": None,
-            "covers_all": True, "ai_share": 500_000, "minimum_guarantee": 0, "currency": "EUR",
-            "catalog_policy": "pro_rata", "ai_publishing": 0, "catalog_publishing": 0}
+    base = {
+        "licensee_id": 99,
+        "start_date": date(2026, 1, 1),
+        "end_date": None,
+        "covers_all": True,
+        "ai_share": 500_000,
+        "minimum_guarantee": 0,
+        "currency": "EUR",
+        "catalog_policy": "pro_rata",
+        "ai_publishing": 0,
+        "catalog_publishing": 0,
+    }
     snap = snapshot(
         recordings=[{"recording_id": r, "isrc": f"GBATT26{r:05d}", "work_id": None}
                     for r in (1, 2, 3)],
