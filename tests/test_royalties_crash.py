@@ -23,6 +23,7 @@ from attune.royalties.ingest import ingest
 from attune.royalties.models import LedgerPosting, LedgerTransaction, RoyaltyRun
 from attune.royalties.run import data_dir, run_period
 from attune.store.db import make_engine, transaction
+from attune.store.migrate import upgrade
 from tests.test_royalties_world import build_world, usage_rows, write_csv
 
 RUN = """
@@ -74,19 +75,30 @@ def clone(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str,
 
         yield url, copy_sqlite
         return
-    url = str(request.getfixturevalue("pg_url"))
-    base = make_url(url)
+    # A database of the test's own: the worker's shared one may have pooled sessions open,
+    # and PostgreSQL copies a template only while nobody is connected to it.
+    base = make_url(str(request.getfixturevalue("pg_database")))
     admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
     made: list[str] = []
 
-    def copy_pg(name: str) -> str:
+    def create(name: str, template: str | None = None) -> str:
         db = f"{base.database}_{name}_{uuid.uuid4().hex[:6]}"
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{db}" TEMPLATE "{base.database}"'))
+            conn.execute(
+                text(f'CREATE DATABASE "{db}"' + (f' TEMPLATE "{template}"' if template else ""))
+            )
         made.append(db)
         return base.set(database=db).render_as_string(hide_password=False)
 
-    yield url, copy_pg
+    source = create("crash")
+    engine = make_engine(source)
+    upgrade(engine)
+    engine.dispose()
+
+    def copy_pg(name: str) -> str:
+        return create(name, template=make_url(source).database)
+
+    yield source, copy_pg
     with admin.connect() as conn:
         for db in made:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
