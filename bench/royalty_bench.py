@@ -15,6 +15,7 @@ and checks that pandas and DuckDB pay every party exactly the same. Prints a Mar
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import multiprocessing as mp
 import os
 import platform
@@ -374,6 +375,8 @@ def main() -> None:
     ap.add_argument("--no-pandas", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("bench/out/royalty"))
     args = ap.parse_args()
+    if not args.no_pandas and importlib.util.find_spec("pandas") is None:
+        raise SystemExit("the pandas baseline needs pandas: .venv/bin/pip install -e '.[bench]'")
     sizes = args.rows or ([10_000_000, 100_000_000] if args.full else [10_000_000])
     args.out.mkdir(parents=True, exist_ok=True)
     build_world(args.out, args.recordings, args.outputs)
