@@ -417,9 +417,11 @@ def main() -> None:
     recordings = sum(not f.startswith("music21:") for f in files) or len(files)
     per_file = -(-args.excerpts // recordings)  # enough even if every render fails
     unmarked = -(-args.unmarked // recordings)
-    # pieces to render first: fluidsynth is the slowest step, so it starts early
-    order = sorted(range(len(files)), key=lambda i: not files[i].startswith("music21:"))
-    jobs = [Job(files[i], args.seed + i, per_file, unmarked) for i in order]
+    # pieces to render first: fluidsynth is the slowest step, so it starts early; recordings in
+    # a fixed shuffled order, so that a run stopped early still covers both game corpora
+    shuffled = np.random.default_rng(args.seed).permutation(len(files))
+    order = sorted(shuffled, key=lambda i: not files[i].startswith("music21:"))
+    jobs = [Job(files[i], args.seed + int(i), per_file, unmarked) for i in order]
     print(
         f"bench: {len(files)} files, {per_file} excerpts per condition, length and file, "
         f"{unmarked} unmarked excerpts per file, {args.workers} workers",
@@ -432,6 +434,9 @@ def main() -> None:
                 rows.append(row)
             name = "skipped" if row is None else row["file"]
             print(f"bench: {name} done ({done}/{len(jobs)})", file=sys.stderr)
+            if args.json and rows:  # partial results, readable with --report if stopped early
+                partial = {"rows": rows, "wall_s": time.perf_counter() - started, "partial": True}
+                args.json.write_text(json.dumps(partial, indent=1))
     elapsed = time.perf_counter() - started
     text, summary = report(rows, elapsed)
     summary["rows"] = rows

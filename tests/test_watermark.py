@@ -213,3 +213,16 @@ def test_rendered_music_round_trip_mp3_free_attacks(rendered: np.ndarray) -> Non
     clip = excerpt(speed(result.audio, 1.04), 10, seed=16) * 0.5
     assert wm.detect(clip, SR).output_id == 31337
     assert wm.detect(excerpt(rendered, 10, seed=17), SR).output_id is None
+
+
+def test_detector_statistic_ignores_volume_and_whitens_the_host() -> None:
+    rng = np.random.default_rng(18)
+    level = rng.normal(0.0, 1.0, (1, 60, 1))  # a level per frame (beats) ...
+    spectrum = rng.normal(0.0, 1.0, (1, 1, wm.N_BANDS))  # ... plus a spectrum per band
+    host = np.exp(level + spectrum + 0.1 * rng.normal(size=(1, 60, wm.N_BANDS)))
+    z = wm._normalise(host)
+    assert np.allclose(wm._normalise(0.25 * host), z, atol=1e-4)
+    # the separable part of the host is predicted away: the residual is near the small noise
+    assert float(np.std(wm._residual(np.log(host))[:, 1:-1, 1:-1])) < 0.2
+    eq = np.exp(np.linspace(-1.0, 1.0, wm.N_BANDS))  # a smooth 17 dB tilt
+    assert np.abs(wm._residual(np.log(host * eq)) - wm._residual(np.log(host))).max() < 0.05
