@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from attune.audio import AudioError, decode, info, resample, stream
+from attune.audio import AudioError, decode, info, resample, stream, to_mono
 
 SR = 44100
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
@@ -180,3 +180,12 @@ def test_truncated_mp3_is_reported(tmp_path: Path, stereo_wav: Path) -> None:
     cut.write_bytes(mp3.read_bytes()[: mp3.stat().st_size // 2])
     with pytest.raises(AudioError, match="truncated"):
         decode(cut)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 6])
+def test_to_mono_averages_channels(channels: int) -> None:
+    y = np.random.default_rng(channels).standard_normal((1000, channels)).astype(np.float32)
+    mono = to_mono(y)
+    assert mono.dtype == np.float32 and mono.shape == (1000,)
+    assert np.allclose(mono, y.mean(axis=1), atol=1e-6)
+    assert np.array_equal(to_mono(y[:, 0]), y[:, 0])

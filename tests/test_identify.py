@@ -24,6 +24,7 @@ from attune.identify import (
     identify,
     identify_file,
     index_jobs,
+    tune_allocator,
 )
 from attune.identify import landmarks as fp
 
@@ -70,15 +71,28 @@ def add_noise(y: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
     return (y + gain * noise).astype(np.float32)
 
 
-def store(index: Index, songs: dict[int, np.ndarray]) -> None:
-    """Fingerprint and add recordings to ``index``."""
+def store(index: Index, songs: dict[int, np.ndarray], with_peaks: bool = True) -> None:
+    """Fingerprint and add recordings to ``index`` (with their peaks, as batch indexing does)."""
     items = []
     for rid, y in songs.items():
-        tri = fingerprint(y)
+        p = fp.peaks(y)
+        tri = fp.triplets(p)
         keys = fp.hash_keys(tri)
         values = fp.pack_values(tri, keys)
-        items.append(Fingerprinted(rid, f"song-{rid}", len(y) / SR, keys, values))
+        items.append(Fingerprinted(rid, f"song-{rid}", len(y) / SR, keys, values,
+                                   fp.pack_peaks(p) if with_peaks else None))
     index.add(items)
+
+
+def reverberate(y: np.ndarray, seed: int = 7) -> np.ndarray:
+    """A wet room: direct sound, an echo at 120 ms and a 0.5 s noise tail (as the benchmark's)."""
+    rng = np.random.default_rng(seed)
+    k = np.arange(int(0.8 * SR))
+    ir = 0.3 * rng.standard_normal(len(k)) * np.exp(-6.9 * k / (0.5 * SR))
+    ir[0] += 1.0
+    ir[int(0.12 * SR)] += 0.6
+    wet = np.convolve(y, ir)[: len(y)]
+    return (wet / np.max(np.abs(wet)) * np.max(np.abs(y))).astype(np.float32)
 
 
 CATALOG = {101 + i: i for i in range(6)}  # recording id -> synthesis seed
@@ -183,10 +197,13 @@ def test_index_persists_removes_and_replaces(tmp_path: Path,
     assert identify(Index.open(tmp_path / "ix"), query) == []
     entries_before = reopened.entries
     reopened.compact()
-    assert reopened.entries < entries_before and len(list((tmp_path / "ix").glob("*.npy"))) == 3
+    # one segment: keys, rids, values, peaks and the peak table
+    assert reopened.entries < entries_before and len(list((tmp_path / "ix").glob("*.npy"))) == 5
+    assert reopened.peaks(102) is None and reopened.peaks(101) is not None
     store(reopened, {102: catalog[102]})  # re-adding brings it back
     store(reopened, {101: catalog[104]})  # replacing a recording drops its old fingerprints
     fresh = Index.open(tmp_path / "ix")
+    assert np.array_equal(fresh.peaks(101), fp.pack_peaks(fp.peaks(catalog[104])))
     assert [h.recording_id for h in identify(fresh, query)] == [102]
     assert identify(fresh, catalog[101][4 * SR : 14 * SR]) == []
     assert [h.recording_id for h in identify(fresh, catalog[104][4 * SR : 14 * SR])] == [101]
@@ -233,3 +250,51 @@ def test_batch_indexing_runs_jobs_and_reports_bad_files(tmp_path: Path,
         assert report.seconds == pytest.approx(2 * SONG_SECONDS, abs=0.01)
         hits = identify(ix, catalog[102][SR : 9 * SR])
         assert [h.recording_id for h in hits] == [102]
+
+
+def test_packed_peaks_round_trip(catalog: dict[int, np.ndarray]) -> None:
+    p = fp.peaks(catalog[103])
+    frame, pitch = fp.unpack_peaks(fp.pack_peaks(p))
+    order = np.argsort(np.rint(p.frame), kind="stable")
+    assert np.all(np.diff(frame) >= 0)
+    assert np.allclose(np.sort(frame), np.sort(np.rint(p.frame)))
+    assert np.abs(np.sort(pitch) - np.sort(p.pitch[order])).max() <= 1 / fp.PEAK_PITCH_STEPS
+
+
+def test_reverberant_excerpt_is_verified_against_stored_peaks(
+        tmp_path: Path, catalog: dict[int, np.ndarray]) -> None:
+    query = reverberate(catalog[104][12 * SR : 22 * SR])
+    hits = identify(Index.open(_index_with(tmp_path / "with", catalog, True)), query)
+    assert hits and hits[0].recording_id == 104 and hits[0].confidence >= 0.5
+    assert hits[0].reference_start - hits[0].query_start == pytest.approx(12.0, abs=0.1)
+    # the same index without peaks can only use the stricter vote count
+    plain = identify(Index.open(_index_with(tmp_path / "without", catalog, False)), query)
+    assert plain == [] or plain[0].score >= 8
+    for seed in (50, 51):  # and reverberant unrelated audio still matches nothing
+        assert identify(Index.open(tmp_path / "with"), reverberate(song(seed, 10))) == []
+
+
+def _index_with(where: Path, catalog: dict[int, np.ndarray], peaks: bool) -> Path:
+    store(Index.create(where), catalog, with_peaks=peaks)
+    return where
+
+
+def test_lookup_accept_and_stop_list(index: Index, catalog: dict[int, np.ndarray]) -> None:
+    tri = fingerprint(catalog[101][: 10 * SR])
+    keys = fp.hash_keys(tri)
+    everything = index.lookup(keys)
+    none = index.lookup(keys, lambda probe, values: np.zeros(len(values), dtype=bool))
+    assert len(everything.rids) > 0 and len(none.rids) == 0
+    odd = index.lookup(keys, lambda probe, values: probe % 2 == 1)
+    assert np.array_equal(np.sort(odd.probe), np.sort(everything.probe[everything.probe % 2 == 1]))
+    stopped = index.lookup(keys, stop_factor=1.0, stop_min=0)  # drops every above-mean key
+    assert 0 < len(stopped.rids) < len(everything.rids)
+
+
+def test_populated_index_answers_the_same(tmp_path: Path, catalog: dict[int, np.ndarray]) -> None:
+    store(Index.create(tmp_path / "ix"), {101: catalog[101], 102: catalog[102]})
+    query = catalog[102][4 * SR : 14 * SR]
+    plain = identify(Index.open(tmp_path / "ix"), query)
+    populated = identify(Index.open(tmp_path / "ix", populate=True), query)
+    assert plain == populated and plain[0].recording_id == 102
+    assert isinstance(tune_allocator(), bool)

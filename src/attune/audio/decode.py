@@ -72,7 +72,13 @@ def to_mono(y: NDArray[np.floating]) -> Signal:
     """Average the channels of a ``(frames, channels)`` array (a 1-D array is already mono)."""
     if y.ndim == 1:
         return y.astype(np.float32, copy=False)
-    return np.asarray(y.mean(axis=1, dtype=np.float32), dtype=np.float32)
+    # column by column: numpy's mean over a short last axis is ~15x slower than this
+    out: Signal = y[:, 0].astype(np.float32)
+    for i in range(1, y.shape[1]):
+        out += y[:, i]
+    if y.shape[1] > 1:
+        out /= np.float32(y.shape[1])
+    return out
 
 
 def resample(y: NDArray[np.floating], orig_sr: int, target_sr: int) -> Signal:

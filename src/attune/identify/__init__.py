@@ -17,7 +17,7 @@ from attune.identify.batch import (
 )
 from attune.identify.index import Entry, Fingerprinted, Index, IndexUnavailable
 from attune.identify.landmarks import fingerprint, fingerprint_file
-from attune.identify.matcher import Hit, identify, identify_file, match
+from attune.identify.matcher import Hit, identify, identify_file, match, tune_allocator
 
 __all__ = [
     "Backend",
@@ -38,4 +38,5 @@ __all__ = [
     "identify_file",
     "index_jobs",
     "match",
+    "tune_allocator",
 ]

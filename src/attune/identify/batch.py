@@ -68,11 +68,13 @@ class LocalPool:
 def fingerprint_job(job: Job) -> Fingerprinted | JobFailure:
     """Fingerprint one job's file (in a worker); a decode error becomes a JobFailure."""
     try:
-        tri, duration = fp.fingerprint_file(job.path)
+        p, duration = fp.peaks_file(job.path)
     except AudioError as exc:
         return JobFailure(job, str(exc))
+    tri = fp.triplets(p)
     keys = fp.hash_keys(tri)
-    return Fingerprinted(job.recording_id, job.label, duration, keys, fp.pack_values(tri, keys))
+    return Fingerprinted(job.recording_id, job.label, duration, keys, fp.pack_values(tri, keys),
+                         fp.pack_peaks(p))
 
 
 class IndexReport(NamedTuple):

@@ -2,18 +2,23 @@
 
 Each call to :meth:`Index.add` writes one segment: three ``.npy`` arrays sorted by hash key
 (``keys`` uint32, ``rids`` uint32 recording ids, ``values`` uint32 packed anchor data), 12 bytes
-per triplet. Segments are opened with ``mmap_mode="r"``, so an index larger than memory is served
-from the page cache. Removing a recording writes a tombstone; :meth:`Index.compact` merges the
-segments and drops removed entries. The manifest is replaced atomically after the segment files are
-in place, and writers hold an exclusive lock, so readers never see a half-written index.
+per triplet, and each recording's packed spectral peaks (``peaks`` uint32 grouped by recording,
+``peakrec`` rows of recording id, start, end), 4 bytes per peak, which the matcher uses to verify
+candidate alignments. Segments are opened with ``mmap_mode="r"``, so an index larger than memory
+is served from the page cache. Removing a recording writes a tombstone; :meth:`Index.compact`
+merges the segments and drops removed entries. The manifest is replaced atomically after the
+segment files are in place, and writers hold an exclusive lock, so readers never see a
+half-written index.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import math
+import mmap
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,7 +28,7 @@ from numpy.typing import NDArray
 
 from attune.identify import landmarks as fp
 
-FORMAT = 1
+FORMAT = 2
 MANIFEST = "index.json"
 DEFAULT_DIR = Path(".attune") / "identify"
 U32 = NDArray[np.uint32]
@@ -45,13 +50,16 @@ class Entry(NamedTuple):
 
 
 class Fingerprinted(NamedTuple):
-    """One recording ready to store: id, label, duration (s), hash keys and packed values."""
+    """One recording ready to store: id, label, duration (s), hash keys, packed values and
+    packed peaks (:func:`~attune.identify.landmarks.pack_peaks`; None: matches of this recording
+    cannot be verified and need the stricter vote-only test)."""
 
     recording_id: int
     label: str
     duration: float
     keys: U32
     values: U32
+    peaks: U32 | None = None
 
 
 class Candidates(NamedTuple):
@@ -68,6 +76,8 @@ class _Segment(NamedTuple):
     keys: U32
     rids: U32
     values: U32
+    peaks: U32  # packed peaks, grouped by recording
+    peakrec: NDArray[np.int64]  # (n, 3): recording id, start, end in ``peaks``; sorted by id
 
 
 def index_dir(path: str | os.PathLike[str] | None = None) -> Path:
@@ -95,10 +105,12 @@ def _expand(lo: NDArray[np.int64], hi: NDArray[np.int64]) -> tuple[NDArray[np.in
 class Index:
     """A fingerprint index stored in a directory; open it with :meth:`open` or :meth:`create`."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, path: Path, manifest: dict[str, Any], populate: bool = False) -> None:
         self.path = path
+        self._populate = populate
         self._manifest = manifest
         self._segments: list[_Segment] = []
+        self._by_seq: dict[int, _Segment] = {}
         self._dead: list[U32] = []
         self._entries: dict[int, Entry] = {}
         self._reload(manifest)
@@ -107,6 +119,7 @@ class Index:
         """Adopt a manifest: map its segments and cache its recordings."""
         self._manifest = manifest
         self._segments = [self._load(s) for s in manifest["segments"]]
+        self._by_seq = {s.seq: s for s in self._segments}
         self._dead = self._dead_by_segment()
         self._entries = {
             int(rid): Entry(int(rid), e["label"], e["duration"], e["hashes"], e["segment"])
@@ -128,17 +141,22 @@ class Index:
         return cls.open(p)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Index:
-        """Open an existing index read-only (writes re-read the manifest under a lock)."""
+    def open(cls, path: str | os.PathLike[str], *, populate: bool = False) -> Index:
+        """Open an existing index read-only (writes re-read the manifest under a lock).
+
+        ``populate`` maps the segments with MAP_POPULATE (Linux): every page is mapped at open
+        (seconds for GBs already in the page cache) instead of faulting in on first use, which
+        costs a fresh query server 10-15 ms a query on a 1,000 h index until it is warm.
+        """
         p = Path(path)
         manifest = _read_manifest(p)
-        return cls(p, manifest)
+        return cls(p, manifest, populate)
 
     def _load(self, seg: dict[str, Any]) -> _Segment:
         """Memory-map one segment's arrays."""
         base = self.path / seg["name"]
         try:
-            arrays = [np.load(f"{base}-{part}.npy", mmap_mode="r")
+            arrays = [_map(f"{base}-{part}.npy", self._populate)
                       for part in ("keys", "rids", "values")]
         except (OSError, ValueError) as exc:
             msg = f"{self.path}: segment {seg['name']} is unreadable ({exc})"
@@ -146,7 +164,20 @@ class Index:
         if not all(a.dtype == np.uint32 and len(a) == seg["entries"] for a in arrays):
             msg = f"{self.path}: segment {seg['name']} does not match the manifest"
             raise IndexUnavailable(msg)
-        return _Segment(int(seg["seq"]), *arrays)
+        peaks: U32 = np.zeros(0, dtype=np.uint32)
+        peakrec: NDArray[np.int64] = np.zeros((0, 3), dtype=np.int64)
+        if seg.get("peaks"):
+            try:
+                peaks = np.load(f"{base}-peaks.npy", mmap_mode="r")
+                peakrec = np.load(f"{base}-peakrec.npy")
+            except (OSError, ValueError) as exc:
+                msg = f"{self.path}: segment {seg['name']} peaks are unreadable ({exc})"
+                raise IndexUnavailable(msg) from exc
+            if len(peaks) != seg["peaks"] or peakrec.ndim != 2 or peakrec.shape[1] != 3:
+                msg = f"{self.path}: segment {seg['name']} peaks do not match the manifest"
+                raise IndexUnavailable(msg)
+        keys, rids, values = arrays
+        return _Segment(int(seg["seq"]), keys, rids, values, peaks, peakrec)
 
     def _dead_by_segment(self) -> list[U32]:
         """Per segment, the recording ids whose entries there were removed."""
@@ -179,26 +210,67 @@ class Index:
     @property
     def nbytes(self) -> int:
         """Bytes of segment arrays on disk (the manifest aside)."""
-        return sum(s.keys.nbytes + s.rids.nbytes + s.values.nbytes for s in self._segments)
+        return sum(s.keys.nbytes + s.rids.nbytes + s.values.nbytes + s.peaks.nbytes
+                   + s.peakrec.nbytes for s in self._segments)
 
     @property
     def entries(self) -> int:
         """Stored triplets, including removed ones not yet compacted away."""
         return sum(len(s.keys) for s in self._segments)
 
-    def lookup(self, keys: U32) -> Candidates:
-        """Every live entry whose key equals one of ``keys``."""
+    def peaks(self, recording_id: int) -> U32 | None:
+        """A recording's packed peaks (sorted by frame), or None if none were stored."""
+        entry = self._entries.get(recording_id)
+        seg = self._by_seq.get(entry.segment) if entry is not None else None
+        if seg is None or len(seg.peakrec) == 0:
+            return None
+        i = int(np.searchsorted(seg.peakrec[:, 0], recording_id))
+        if i >= len(seg.peakrec) or seg.peakrec[i, 0] != recording_id:
+            return None
+        return np.asarray(seg.peaks[seg.peakrec[i, 1] : seg.peakrec[i, 2]])
+
+    def lookup(self, keys: U32,
+               accept: Callable[[NDArray[np.int64], U32], NDArray[np.bool_]] | None = None,
+               stop_factor: float | None = None, stop_min: int = 64) -> Candidates:
+        """Every live entry whose key equals one of ``keys``.
+
+        ``accept(probe, values)``, if given, is a cheap test on the packed values of the entries
+        found for each probe position; entries it rejects are dropped before their recording ids
+        are read (on a sharded index, the test runs at the shard). With ``stop_factor``, keys
+        holding more than ``stop_factor`` times the mean entries of the probed keys (and more than
+        ``stop_min``) are skipped: the commonest patterns bring most chance entries and little
+        evidence. Segments are read in key order, so the memory maps are touched sequentially.
+        """
         probes, rids, values = [], [], []
         distinct, inverse = np.unique(keys, return_inverse=True)  # sorted probes: local searches
-        for seg, dead in zip(self._segments, self._dead, strict=True):
-            lo = np.searchsorted(seg.keys, distinct, side="left").astype(np.int64)
-            hi = np.searchsorted(seg.keys, distinct, side="right").astype(np.int64)
-            pos, owner = _expand(lo[inverse], hi[inverse])
-            r = seg.rids[pos]
-            live = ~np.isin(r, dead) if len(dead) else np.ones(len(r), dtype=bool)
-            probes.append(owner[live])
+        inverse = inverse.ravel()
+        bounds = [(np.searchsorted(seg.keys, distinct, side="left").astype(np.int64),
+                   np.searchsorted(seg.keys, distinct, side="right").astype(np.int64))
+                  for seg in self._segments]
+        if stop_factor is not None and bounds and len(distinct):
+            total = np.sum([hi - lo for lo, hi in bounds], axis=0)
+            heavy = total > max(stop_min, stop_factor * float(total.mean()))
+            bounds = [(lo, np.where(heavy, lo, hi)) for lo, hi in bounds]
+        n_probes = np.bincount(inverse, minlength=len(distinct))
+        single = bool(np.all(n_probes == 1))
+        by_key = np.argsort(inverse, kind="stable")  # probe positions grouped by distinct key
+        first_probe = np.concatenate([[0], np.cumsum(n_probes)[:-1]])
+        for seg, dead, (lo, hi) in zip(self._segments, self._dead, bounds, strict=True):
+            pos, key = _expand(lo, hi)  # ascending positions
+            vals = seg.values[pos]
+            if single:
+                probe, within = by_key[key], np.arange(len(pos))
+            else:  # one row per (entry, probe of its key)
+                row, within = _expand(first_probe[key], first_probe[key] + n_probes[key])
+                probe = by_key[row]
+            if accept is not None:
+                ok = np.flatnonzero(accept(probe, vals[within]))
+                probe, within = probe[ok], within[ok]
+            r = seg.rids[pos[within]]
+            live = ~np.isin(r, dead) if len(dead) else slice(None)
+            probes.append(probe[live])
             rids.append(r[live])
-            values.append(seg.values[pos[live]])
+            values.append(vals[within][live])
         if not probes:
             return Candidates(np.zeros(0, np.int64), np.zeros(0, np.uint32),
                               np.zeros(0, np.uint32))
@@ -221,12 +293,15 @@ class Index:
         values = np.concatenate([it.values for it in batch]).astype(np.uint32)
         rids = np.repeat(np.array(ids, dtype=np.uint32), [len(it.keys) for it in batch])
         order = np.argsort(keys, kind="stable")
+        peaks, peakrec = _peak_table([(it.recording_id, it.peaks) for it in batch])
         with self._writing() as manifest:
             seq = manifest["next_seq"]
             name = f"seg-{seq:06d}"
-            _save_segment(self.path / name, keys[order], rids[order], values[order])
+            _save_segment(self.path / name, keys[order], rids[order], values[order], peaks,
+                          peakrec)
             manifest["next_seq"] = seq + 1
-            manifest["segments"].append({"name": name, "seq": seq, "entries": len(keys)})
+            manifest["segments"].append({"name": name, "seq": seq, "entries": len(keys),
+                                         "peaks": len(peaks)})
             for it in batch:
                 if str(it.recording_id) in manifest["recordings"]:
                     manifest["tombstones"][str(it.recording_id)] = seq - 1
@@ -257,17 +332,19 @@ class Index:
                 values.append(np.asarray(seg.values[live]))
             k, r, v = np.concatenate(keys), np.concatenate(rids), np.concatenate(values)
             order = np.argsort(k, kind="stable")
+            peaks, peakrec = _peak_table([(rid, self.peaks(rid)) for rid in self._entries])
             seq = manifest["next_seq"]
             name = f"seg-{seq:06d}"
-            _save_segment(self.path / name, k[order], r[order], v[order])
+            _save_segment(self.path / name, k[order], r[order], v[order], peaks, peakrec)
             old = [s["name"] for s in manifest["segments"]]
             manifest["next_seq"] = seq + 1
-            manifest["segments"] = [{"name": name, "seq": seq, "entries": len(k)}]
+            manifest["segments"] = [{"name": name, "seq": seq, "entries": len(k),
+                                     "peaks": len(peaks)}]
             manifest["tombstones"] = {}
             for e in manifest["recordings"].values():
                 e["segment"] = seq
         for stale in old:
-            for part in ("keys", "rids", "values"):
+            for part in ("keys", "rids", "values", "peaks", "peakrec"):
                 (self.path / f"{stale}-{part}.npy").unlink(missing_ok=True)
 
     @contextmanager
@@ -281,12 +358,50 @@ class Index:
             self._reload(manifest)
 
 
-def _save_segment(base: Path, keys: U32, rids: U32, values: U32) -> None:
-    """Write a segment's three arrays, each to a temporary name first, then into place."""
-    for part, arr in (("keys", keys), ("rids", rids), ("values", values)):
+def _map(path: str, populate: bool) -> NDArray[Any]:
+    """A read-only memory map of a ``.npy`` file; with ``populate``, its pages mapped up front."""
+    flag = getattr(mmap, "MAP_POPULATE", 0)
+    plain: NDArray[Any]
+    if not populate or not flag:
+        plain = np.load(path, mmap_mode="r")
+        return plain
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        offset = f.tell()
+        if fortran or len(shape) != 1:
+            plain = np.load(path, mmap_mode="r")
+            return plain
+        buf = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED | flag, prot=mmap.PROT_READ)
+    return np.frombuffer(buf, dtype=dtype, count=math.prod(shape), offset=offset)
+
+
+def _peak_table(items: list[tuple[int, U32 | None]]) -> tuple[U32, NDArray[np.int64]]:
+    """Concatenated packed peaks of recordings, and rows (id, start, end) sorted by id."""
+    have = sorted((rid, p) for rid, p in items if p is not None)
+    lengths = np.array([len(p) for _, p in have], dtype=np.int64)
+    ends = np.cumsum(lengths)
+    rec = np.stack([np.array([rid for rid, _ in have], dtype=np.int64), ends - lengths, ends],
+                   axis=1) if have else np.zeros((0, 3), dtype=np.int64)
+    peaks = (np.concatenate([np.asarray(p, dtype=np.uint32) for _, p in have]) if have
+             else np.zeros(0, dtype=np.uint32))
+    return peaks, rec
+
+
+def _save_segment(base: Path, keys: U32, rids: U32, values: U32, peaks: U32 | None = None,
+                  peakrec: NDArray[np.int64] | None = None) -> None:
+    """Write a segment's arrays, each to a temporary name first, then into place."""
+    parts: list[tuple[str, NDArray[Any]]] = [("keys", keys), ("rids", rids), ("values", values)]
+    if peaks is not None and peakrec is not None and len(peaks):
+        parts += [("peaks", peaks), ("peakrec", peakrec)]
+    for part, arr in parts:
         tmp = Path(f"{base}-{part}.tmp.npy")
         with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(arr, dtype=np.uint32))
+            np.save(f, np.ascontiguousarray(arr, dtype=np.int64 if part == "peakrec"
+                                            else np.uint32))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, f"{base}-{part}.npy")
