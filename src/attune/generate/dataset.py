@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,6 +55,7 @@ from attune.rights.policy import (
 from attune.rights.records import USE_PATTERN
 from attune.rights.registry import NotFound, RegistryError
 from attune.store import audit
+from attune.store.secrets import create_once
 
 FORMAT = "attune-dataset-manifest/1"
 SIGNED_FORMAT = "attune-signed-dataset/1"
@@ -90,22 +90,12 @@ def signing_key(key_dir: Path | None = None) -> Ed25519PrivateKey:
     directory = key_dir or default_key_dir()
     path = directory / KEY_FILE
     if not path.exists():
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         pem = Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        fd, tmp = tempfile.mkstemp(dir=directory)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-        os.chmod(tmp, 0o600)
-        try:
-            os.link(tmp, path)  # never replaces a key another process created meanwhile
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(tmp)
+        create_once(path, pem)
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path}: not an Ed25519 private key")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 from pathlib import Path
 
 from attune.provenance.c2pa import (
@@ -33,6 +32,7 @@ from attune.provenance.watermark import (
     detect_file,
     embed_file,
 )
+from attune.store.secrets import create_once
 
 __all__ = [
     "ContentCredentialsError",
@@ -75,18 +75,7 @@ def watermark_key(key_dir: Path | None = None) -> bytes:
         return value.encode()
     directory = key_dir or default_key_dir()
     path = directory / WATERMARK_KEY_FILE
-    if not path.exists():
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=directory)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_hex(32).encode())
-        os.chmod(tmp, 0o600)
-        try:
-            os.link(tmp, path)  # never replaces a key another process created meanwhile
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(tmp)
+    create_once(path, secrets.token_hex(32).encode())
     key = path.read_bytes().strip()
     if len(key) < 16:
         raise WatermarkError(f"{path}: the watermark key is shorter than 16 bytes")
