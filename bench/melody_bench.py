@@ -30,13 +30,10 @@ Baselines, full scans over the whole index: plain Levenshtein distance of interv
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -47,6 +44,7 @@ from scipy.stats import beta
 from attune.melody.notes import Melody, Note
 from attune.melody.scores import ScoreError, corpus_sources, load_score, load_scores
 from attune.melody.similarity import COPY_THRESHOLD, MelodyIndex
+from generation_bench import machine
 
 MUTATIONS = ("deletion", "insertion", "enlarged", "compressed", "transposition", "tempo",
              "ornament", "rhythm", "fragment")
@@ -63,18 +61,6 @@ FAMILY_EDIT = 0.7
 FAMILY_VERBATIM = MIN_NOTES - 1  # intervals: a verbatim run of MIN_NOTES notes
 
 Arrays = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]
-
-
-def machine() -> str:
-    """One line: cores, CPU model, load average, Python and numpy versions."""
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{os.cpu_count()} cores (nproc), {model}, load {load}, Python "
-            f"{platform.python_version()}, numpy {np.__version__}")
 
 
 # ---------------------------------------------------------------------------------- corpus
