@@ -112,8 +112,9 @@ class _Workspace:
         np.abs(rfft(self.frames, axis=1, overwrite_x=True)[:, self.bin0 : self.bin1], out=self.mag)
         return self.mag
 
-    def peaks(self, mag: FloatArray, first_frame: int) -> Peaks:
-        """Ranked local maxima of ``mag`` (the workspace's own array; frame 0 is ``first_frame``).
+    def peaks(self, mag: FloatArray, first_frame: int, per_window: int) -> Peaks:
+        """The ``per_window`` strongest local maxima of ``mag`` per ranking window (``mag`` is the
+        workspace's own array; its frame 0 is ``first_frame``).
 
         Local maxima do not change under a monotonic map, so the log is taken at peaks only.
         """
@@ -130,7 +131,7 @@ class _Workspace:
         order = np.lexsort((-v, window))
         ranked = window[order]
         rank = np.arange(len(order)) - np.searchsorted(ranked, ranked, side="left")
-        keep = np.sort(order[rank < PEAKS_PER_WINDOW])
+        keep = np.sort(order[rank < per_window])
         ti, fi = ti[keep], fi[keep]
         # parabolic interpolation of the log magnitude in frequency and in time
         v = np.log(mag[ti, fi])
@@ -147,7 +148,8 @@ class _Workspace:
 
 
 def peaks_stream(
-    blocks: Iterable[FloatArray], chunk_frames: int = 64 * RANK_FRAMES
+    blocks: Iterable[FloatArray], chunk_frames: int = 64 * RANK_FRAMES,
+    per_window: int = PEAKS_PER_WINDOW,
 ) -> Iterator[Peaks]:
     """Yield the peaks of mono audio at SR Hz given as consecutive blocks, in bounded memory.
 
@@ -173,7 +175,7 @@ def peaks_stream(
             if n_frames <= 0:
                 return
             buffer = np.concatenate([buffer, np.zeros(need - len(buffer), dtype=np.float32)])
-        p = work.peaks(work.magnitudes(buffer[:need]), first - margin)
+        p = work.peaks(work.magnitudes(buffer[:need]), first - margin, per_window)
         inside = (p.frame >= first) & (p.frame < first + n_frames)
         yield Peaks(p.frame[inside], p.pitch[inside], p.strength[inside])
         buffer = buffer[n_frames * HOP :]
@@ -182,14 +184,15 @@ def peaks_stream(
             return
 
 
-def peaks(y: FloatArray, sr: int = SR) -> Peaks:
-    """Spectral peaks of mono ``y`` (which must be at SR Hz), in time order."""
+def peaks(y: FloatArray, sr: int = SR, per_window: int = PEAKS_PER_WINDOW) -> Peaks:
+    """Spectral peaks of mono ``y`` (which must be at SR Hz), in time order: the ``per_window``
+    strongest of each RANK_FRAMES window (indexes are made with the default)."""
     if sr != SR:
         raise ValueError(f"fingerprints are computed at {SR} Hz, got audio at {sr} Hz")
     n_frames = -(-len(y) // HOP)
     chunk = min(64 * RANK_FRAMES, -(-n_frames // RANK_FRAMES) * RANK_FRAMES)
     return _joined(peaks_stream([np.asarray(y, dtype=np.float32)],
-                                chunk_frames=max(chunk, RANK_FRAMES)))
+                                chunk_frames=max(chunk, RANK_FRAMES), per_window=per_window))
 
 
 def _joined(parts: Iterable[Peaks]) -> Peaks:
@@ -201,8 +204,9 @@ def _joined(parts: Iterable[Peaks]) -> Peaks:
     return Peaks(*(np.concatenate(cols) for cols in zip(*chunks, strict=True)))
 
 
-def triplets(p: Peaks) -> Triplets:
-    """Join each peak with pairs among its first PARTNERS partners into triplets."""
+def triplets(p: Peaks, partners: int = PARTNERS) -> Triplets:
+    """Join each peak with pairs among its first ``partners`` partners into triplets (indexes are
+    made with the default; a query may pair more widely to find triplets an edit disturbed)."""
     t, q = p.frame.astype(np.float64), p.pitch.astype(np.float64)
     n = len(t)
     if n < 3:
@@ -214,11 +218,11 @@ def triplets(p: Peaks) -> Triplets:
     gap = t[nxt] - t[:, None]
     valid &= (gap >= MIN_GAP) & (gap <= MAX_GAP) & (np.abs(q[nxt] - q[:, None]) <= MAX_INTERVAL)
     rank = np.cumsum(valid, axis=1)
-    valid &= rank <= PARTNERS
-    partner = np.full((n, PARTNERS), -1)
+    valid &= rank <= partners
+    partner = np.full((n, partners), -1)
     rows, cols = np.nonzero(valid)
     partner[rows, rank[rows, cols] - 1] = nxt[rows, cols]
-    a, b = np.triu_indices(PARTNERS, 1)
+    a, b = np.triu_indices(partners, 1)
     i = np.repeat(np.arange(n), len(a))
     j, k = partner[:, a].ravel(), partner[:, b].ravel()
     ok = (j >= 0) & (k >= 0)
