@@ -110,15 +110,19 @@ def _next_output_number(session: Session) -> int:
 
 
 def _credits(output_id: str, title: str, model_id: str) -> ReleaseCredits:
-    """DDEX AI disclosure of a generated piece: composed and played by a generative model."""
+    """DDEX AI disclosure of a generated piece: composed and played by a generative model.
+
+    References follow ERN 4.3.2's patterns: resources ``A...``, releases ``R...``, parties ``P...``.
+    """
+    party = "P-" + re.sub(r"[^0-9A-Za-z_-]", "-", model_id)
     recording = RecordingCredits(
-        reference=f"R-{output_id}", title=title, isrc=None, contains_ai="All",
+        reference=f"A-{output_id}", title=title, isrc=None, contains_ai="All",
         facets={"composition": "All", "instrumentation": "All", "vocals": "None",
                 "lyrics": "None", "post-production": "None"},
-        contributors=(ContributorCredit(party_reference=f"P-{model_id}", name=model_id,
+        contributors=(ContributorCredit(party_reference=party, name=model_id,
                                         roles=("Composer", "Arranger"), ai_contribution="All",
                                         generative_ai=True),))
-    return ReleaseCredits(f"A-{output_id}", title, "All", (recording,))
+    return ReleaseCredits(f"R-{output_id}", title, "All", (recording,))
 
 
 @dataclass(frozen=True, slots=True)

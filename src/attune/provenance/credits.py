@@ -3,11 +3,25 @@
 ``ContainsAI`` (``All``/``Partly``/``None``) is stored per release and per sound recording and
 ``AiContribution`` per contributor; ``Undeclared`` is a fourth state meaning "nobody said",
 written to ERN as the element's absence (absence of an AI credit is not a claim of no AI).
-Facets (vocals, instrumentation, composition, lyrics, post-production) are not DDEX values; they
-travel in JSON and, in ERN, in an ``attune:AiFacets`` extension element that ERN readers which
-match by local name (such as :mod:`attune.rights.ddex`) skip.  ``AiContribution`` is written as
-a child element of ``Contributor`` after its roles (one reading of ERN 4.3.2, not checked
-against the XSD).  Untrusted XML is parsed with defusedxml: DTDs and entities are refused.
+A generative-AI contributor is written as ERN's ``SpecialContributor`` ``GenerativeAI`` (which
+the XSD offers instead of ``ContributorPartyReference``), its model named by a
+``DisplayCredits`` pointing at its ``Party``; its ``AiContribution`` defaults to ``All`` as DDEX
+defines.  Facets (vocals, instrumentation, composition, lyrics, post-production) are not DDEX
+values and ERN 4.3.2 has no extension point (no ``xs:any``), so they travel in JSON (and C2PA)
+only.
+
+The ERN output was validated with lxml against the official ERN 4.3.2 XSD
+(``release-notification.xsd``, DDEX, SCOW v0.9.11 250618, with ``allowed-value-sets.xsd``
+AvsVersionId 9), as copied in github.com/alecsavvy/ddex-go ``xsd/`` (commit 5e9e272,
+2025-09-15); ``tests/test_credits_ern.py`` repeats it when ``ATTUNE_ERN_XSD`` names that
+file.  The fragment holds every required child it has data for, in the XSD's order; a
+message's producer must still add the catalogue elements the XSD requires and credits do not
+hold: ``DisplayArtistName``, ``DisplayArtist`` and ``Duration`` in each ``SoundRecording``
+(and an ID in ``SoundRecordingEdition/ResourceId`` when there is no ISRC); ``ReleaseType``,
+``ReleaseId``, ``DisplayArtistName``, ``DisplayArtist``, ``ReleaseLabelReference`` and
+``DisplayGenre`` in the ``Release``.  References must fit the XSD's ID patterns (``P…`` for
+parties, ``A…`` for recordings, ``R…`` for releases) and roles be AVS ``ContributorRole``
+values.  Untrusted XML is parsed with defusedxml: DTDs and entities are refused.
 """
 
 from __future__ import annotations
@@ -16,7 +30,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, cast, get_args
-from xml.etree.ElementTree import Element, SubElement, indent, register_namespace, tostring
+from xml.etree.ElementTree import Element, SubElement, indent, tostring
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
@@ -44,7 +58,6 @@ FACETS: Final[tuple[str, ...]] = get_args(Facet)
 EXTENSION_NS: Final[str] = "urn:attune:ai-credits:1"
 JSON_SCHEMA: Final[str] = "attune.ai-credits/1"
 _DECLARED: Final[frozenset[str]] = frozenset({"All", "Partly", "None"})
-register_namespace("attune", EXTENSION_NS)
 
 
 class CreditsError(ValueError):
@@ -63,7 +76,8 @@ def _check_value(value: object, where: str) -> ContainsAI:
 class ContributorCredit:
     """A contributor to a recording: party, DDEX roles and its ``AiContribution``.
 
-    ``generative_ai`` marks the contributor as a generative-AI system rather than a person.
+    ``generative_ai`` marks the contributor as a generative-AI system rather than a person; its
+    ``Undeclared`` contribution becomes ``All``, DDEX's default for such a contributor.
     """
 
     party_reference: str
@@ -73,10 +87,12 @@ class ContributorCredit:
     generative_ai: bool = False
 
     def __post_init__(self) -> None:
-        """Refuse empty references and unknown AiContribution values."""
+        """Refuse empty references and unknown AiContribution values; apply DDEX's default."""
         if not self.party_reference:
             raise CreditsError("contributor.party_reference: must not be empty")
         _check_value(self.ai_contribution, f"contributor {self.party_reference}.ai_contribution")
+        if self.generative_ai and self.ai_contribution == "Undeclared":
+            object.__setattr__(self, "ai_contribution", "All")
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +282,9 @@ def _text(value: object, path: str) -> str:
 def to_ern_fragment(release: ReleaseCredits) -> str:
     """The credits as ERN 4.3.2 ``PartyList``, ``ResourceList`` and ``ReleaseList`` elements.
 
-    Paste the three elements into a ``NewReleaseMessage``; ERN children are unqualified.
+    Children follow the XSD's sequences; the catalogue elements the XSD also requires but the
+    credits do not hold (see the module docstring) are left for the message's producer to add.
+    ERN children are unqualified.
     """
     parties = Element("PartyList")
     seen: set[str] = set()
@@ -275,10 +293,11 @@ def to_ern_fragment(release: ReleaseCredits) -> str:
         sound = SubElement(resources, "SoundRecording")
         SubElement(sound, "ResourceReference").text = rec.reference
         SubElement(sound, "Type").text = "MusicalWorkSoundRecording"
+        resource_id = SubElement(SubElement(sound, "SoundRecordingEdition"), "ResourceId")
         if rec.isrc:
-            edition = SubElement(sound, "SoundRecordingEdition")
-            SubElement(SubElement(edition, "ResourceId"), "ISRC").text = rec.isrc
+            SubElement(resource_id, "ISRC").text = rec.isrc
         SubElement(sound, "DisplayTitleText").text = rec.title
+        SubElement(SubElement(sound, "DisplayTitle"), "TitleText").text = rec.title
         for con in rec.contributors:
             if con.party_reference not in seen:
                 seen.add(con.party_reference)
@@ -286,22 +305,25 @@ def to_ern_fragment(release: ReleaseCredits) -> str:
                 SubElement(party, "PartyReference").text = con.party_reference
                 SubElement(SubElement(party, "PartyName"), "FullName").text = con.name
             node = SubElement(sound, "Contributor")
-            SubElement(node, "ContributorPartyReference").text = con.party_reference
-            for role in con.roles:
-                SubElement(node, "Role").text = role
             if con.generative_ai:
                 SubElement(node, "SpecialContributor").text = "GenerativeAI"
+            else:
+                SubElement(node, "ContributorPartyReference").text = con.party_reference
+            for role in con.roles:
+                SubElement(SubElement(node, "Role"), "Value").text = role
             if con.ai_contribution in _DECLARED:
                 SubElement(node, "AiContribution").text = con.ai_contribution
+            if con.generative_ai:
+                credit = SubElement(node, "DisplayCredits")
+                SubElement(credit, "DisplayCreditText").text = con.name
+                SubElement(credit, "DisplayCreditParty").text = con.party_reference
         if rec.contains_ai in _DECLARED:
             SubElement(sound, "ContainsAI").text = rec.contains_ai
-        facets = SubElement(sound, f"{{{EXTENSION_NS}}}AiFacets")
-        for name, value in rec.facets.items():
-            SubElement(facets, f"{{{EXTENSION_NS}}}Facet", Name=name).text = value
     releases = Element("ReleaseList")
     node = SubElement(releases, "Release")
     SubElement(node, "ReleaseReference").text = release.reference
     SubElement(node, "DisplayTitleText").text = release.title
+    SubElement(SubElement(node, "DisplayTitle"), "TitleText").text = release.title
     group = SubElement(node, "ResourceGroup")
     for number, rec in enumerate(release.recordings, start=1):
         item = SubElement(group, "ResourceGroupContentItem")
@@ -317,8 +339,10 @@ def to_ern_fragment(release: ReleaseCredits) -> str:
 def from_ern(data: str | bytes) -> tuple[ReleaseCredits, ...]:
     """Read AI credits back from an ERN 4.x message or a fragment written by to_ern_fragment.
 
-    A missing ContainsAI or AiContribution reads as ``Undeclared``; a release that lists no
-    resources is given every recording of the message.
+    A missing ContainsAI or AiContribution reads as ``Undeclared`` (``All`` for a GenerativeAI
+    contributor, DDEX's default); a release that lists no resources is given every recording
+    of the message.  ``Role`` is read as ERN 4.3.2's ``Role/Value`` or ERN 4.3's plain text, and
+    the ``attune:AiFacets`` element that earlier versions wrote is still read.
     """
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     root = _parse(text)
@@ -333,12 +357,14 @@ def from_ern(data: str | bytes) -> tuple[ReleaseCredits, ...]:
         where = f"SoundRecording {reference or '?'}"
         contributors = []
         for con in (c for c in sound if _local(c.tag) == "Contributor"):
-            party = _child_text(con, "ContributorPartyReference")
+            party = _child_text(con, "ContributorPartyReference") or _first_text(
+                con, ("DisplayCredits", "DisplayCreditParty")
+            )
             contributors.append(
                 ContributorCredit(
                     party_reference=party,
                     name=names.get(party, ""),
-                    roles=tuple(_text_of(r) for r in con if _local(r.tag) == "Role"),
+                    roles=tuple(_role(r) for r in con if _local(r.tag) == "Role"),
                     ai_contribution=_state(con, "AiContribution", f"{where}/Contributor"),
                     generative_ai=_child_text(con, "SpecialContributor") == "GenerativeAI",
                 )
@@ -370,6 +396,11 @@ def from_ern(data: str | bytes) -> tuple[ReleaseCredits, ...]:
             )
         )
     return tuple(releases)
+
+
+def _role(element: Element) -> str:
+    """A ``Role``'s value: ERN 4.3.2's ``Role/Value`` or ERN 4.3's text of ``Role`` itself."""
+    return _child_text(element, "Value") or _text_of(element)
 
 
 def _parse(text: str) -> Element:

@@ -11,7 +11,9 @@ ERN 4.3 message that the rights registry needs:
   ``SoundRecordingEdition/ResourceId/ISRC``, ERN 4.1 under ``ResourceId/ISRC``; both are
   accepted), ``DisplayTitleText`` (else ``DisplayTitle/TitleText``), ``Duration`` (ISO 8601),
   ``DisplayArtist`` (``ArtistPartyReference`` + ``DisplayArtistRole``), ``Contributor``
-  (``ContributorPartyReference`` + every ``Role``), ``ContainsAI`` (ERN 4.3.2) and
+  (``ContributorPartyReference`` + every ``Role``, ERN 4.3.2's ``Role/Value`` or ERN 4.3's
+  plain ``Role``; a ``SpecialContributor`` such as ``GenerativeAI`` has no party and is
+  skipped), ``ContainsAI`` (ERN 4.3.2) and
   ``PLine/PLineText``.  Other resources (images, videos, ...) are skipped.
 
 ERN schemas are ``elementFormDefault="unqualified"``: real files have a prefixed root
@@ -438,6 +440,9 @@ def _preferred(elements: list[Any]) -> Any | None:
 
 
 def _role_value(element: Any) -> str:
+    """A role's value; ERN 4.3.2 nests a contributor's ``Role`` value in ``Role/Value``."""
+    nested = _child(element, "Value")
+    element = element if nested is None else nested
     value = _text(element)
     if value == "UserDefined":
         user_value = (element.get("UserDefinedValue") or "").strip()
@@ -636,6 +641,8 @@ class _Builder:
         for index, contributor in enumerate(_children(recording, "Contributor"), start=1):
             path = f"Contributor[{index}]"
             party = _text(_child(contributor, "ContributorPartyReference"))
+            if not party and _child(contributor, "SpecialContributor") is not None:
+                continue  # e.g. GenerativeAI: ERN 4.3.2 gives it no party in the registry's sense
             if not party:
                 problem(f"{path}/ContributorPartyReference", "missing ContributorPartyReference")
                 continue
