@@ -8,8 +8,9 @@ outputs, 1% unknown ISRCs), then measures in fresh processes:
   pandas     a straightforward pandas implementation of the same rule on the 10M rows
 and checks that pandas and DuckDB pay every party exactly the same. Prints a Markdown table.
 
-    python bench/royalty_bench.py            # 10M rows
-    python bench/royalty_bench.py --full     # 10M and 100M rows
+    python bench/royalty_bench.py                 # 10M rows
+    python bench/royalty_bench.py --full          # 10M and 100M rows
+    python bench/royalty_bench.py --skip-ingest   # allocation only (DuckDB vs pandas)
 """
 
 from __future__ import annotations
@@ -373,6 +374,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--memory-limit", default="6GB", help="DuckDB's share of the 8 GiB")
     ap.add_argument("--no-pandas", action="store_true")
+    ap.add_argument("--skip-ingest", action="store_true", help="measure the allocation only")
     ap.add_argument("--out", type=Path, default=Path("bench/out/royalty"))
     args = ap.parse_args()
     if not args.no_pandas and importlib.util.find_spec("pandas") is None:
@@ -383,10 +385,11 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {mp.cpu_count()} cores, "
           f"python {platform.python_version()}, duckdb {duckdb.__version__}")  # fmt: skip
     results: list[tuple[str, int, float, float, float, float, str]] = []
-    ing = in_child(measure_ingest, args.out, args.ingest_rows, args.recordings)
-    results.append(("ingest CSV (parse, validate, Parquet)", ing["rows"], ing["seconds"],
-                    ing["cpu"], ing["peak_mib"], ing["load"], ""))  # fmt: skip
-    print(results[-1], flush=True)  # fmt: skip
+    if not args.skip_ingest:
+        ing = in_child(measure_ingest, args.out, args.ingest_rows, args.recordings)
+        results.append(("ingest CSV (parse, validate, Parquet)", ing["rows"], ing["seconds"],
+                        ing["cpu"], ing["peak_mib"], ing["load"], ""))  # fmt: skip
+        print(results[-1], flush=True)  # fmt: skip
     duck_10m = None
     for rows in sizes:
         files = generate_usage(args.out, rows, args.recordings, args.outputs)

@@ -9,11 +9,13 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from attune.royalties import split
 from attune.royalties.allocate import Snapshot, allocate, snapshot
 from attune.royalties.ingest import USAGE_SCHEMA, write_parquet, write_totals
 from attune.royalties.money import div_half_even, largest_remainder
@@ -40,6 +42,64 @@ def test_largest_remainder_sums_exactly_and_stays_within_one_unit(
     shuffled = keyed[:]
     random.Random(total).shuffle(shuffled)
     assert largest_remainder(total, shuffled) == parts
+
+
+@given(
+    groups=st.lists(
+        st.tuples(
+            st.one_of(st.integers(0, 10**6), st.integers(0, 2**63 - 1)),
+            st.lists(
+                st.one_of(st.integers(0, 10**4), st.integers(0, 10**18)), min_size=1, max_size=20
+            ),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_numpy_largest_remainder_matches_the_python_reference(
+    groups: list[tuple[int, list[int]]],
+) -> None:
+    """Vectorised splits, int64 or (where products overflow 64 bits) exact Python ints, equal
+    money.largest_remainder group by group; groups over SMALL_GROUP rows take the sorted path."""
+    totals = split.fit(np.array([t for t, _ in groups], dtype=object))
+    sizes = np.array([len(w) for _, w in groups], dtype=np.int64)
+    weights = split.fit(np.array([w for _, ws in groups for w in ws], dtype=object))
+    amounts, _ = split.largest_remainder(totals, sizes, weights)
+    start = 0
+    for total, ws in groups:
+        keyed = list(enumerate(ws)) if sum(ws) else [(k, 1) for k in range(len(ws))]
+        expected = largest_remainder(total, keyed)
+        assert amounts[start : start + len(ws)].tolist() == [expected[k] for k in range(len(ws))]
+        start += len(ws)
+
+
+def test_products_beyond_64_bits_fall_back_to_exact_integers() -> None:
+    """Where amount x weight overflows int64, quotient and remainder are still exact."""
+    a = np.array([3, 10**12], dtype=np.int64)
+    b = np.array([5, 10**14], dtype=np.int64)
+    den = np.array([4, 7 * 10**13 + 1], dtype=np.int64)
+    quo, rem = split.mul_divmod(a, b, den)
+    assert [int(q) for q in quo] == [3, 10**26 // (7 * 10**13 + 1)]
+    assert [int(r) for r in rem] == [3, 10**26 % (7 * 10**13 + 1)]
+    assert quo.dtype == np.int64 and rem.dtype == np.int64  # both fit once divided
+    assert split.mul(a, b).dtype == object and split.mul(a[:1], b[:1]).dtype == np.int64
+    assert split.as_ints(pa.array([10**30], pa.decimal128(38, 0))).tolist() == [10**30]
+    assert split.as_ints(pa.array([7], pa.decimal128(38, 0))).dtype == np.int64
+    with pytest.raises(ValueError, match="NULL"):
+        split.as_ints(pa.array([1, None], pa.int64()))
+    q, r = split.divmod_trunc(np.array([-7], dtype=np.int64), np.array([2], dtype=np.int64))
+    assert (int(q[0]), int(r[0])) == (-3, -1)  # truncated toward zero, as in SQL
+
+
+def test_expand_joins_dense_and_sparse_keys_alike() -> None:
+    """The equi-join helper gives the same matches by lookup table (dense) and by search."""
+    keys = np.array([7, 0, 1, 3, 9, -5, 1], dtype=np.int64)
+    dense = np.array([1, 1, 3, 7, 7, 7], dtype=np.int64)
+    sparse = np.append(dense, 10**12)
+    expected = ([0, 0, 0, 2, 2, 3, 6, 6], [3, 4, 5, 0, 1, 2, 0, 1])
+    for sorted_keys in (dense, sparse):
+        left, right = split.expand(keys, sorted_keys)
+        assert (left.tolist(), right.tolist()) == expected
 
 
 @given(st.integers(-(10**15), 10**15), st.integers(1, 10**9))
@@ -256,3 +316,28 @@ def test_worldwide_usage_is_pooled_only_by_worldwide_grants_without_exceptions(
     result = allocate([_write(usage, tmp_path / "u.parquet")], snap, "2026-10")
     pools = {p["pool"]: p["amount"] for p in result.pools.to_pylist()}
     assert pools == {"catalog:1:EUR": 1, "direct:-:EUR": 2}
+
+
+def test_huge_pools_split_exactly_beyond_64_bits(tmp_path: Path) -> None:
+    """A pool so large that amount x split weight overflows int64 still pays to the unit,
+    exactly as the Python reference splits it."""
+    owners = [(1, 33_333_334), (2, 33_333_333), (3, 33_333_333)]
+    snap = snapshot(
+        recordings=[{"recording_id": 1, "isrc": "GBATT2600001", "work_id": None},
+                    {"recording_id": 2, "isrc": "GBATT2600002", "work_id": None}],
+        owners=[{"recording_id": 1, "party_id": p, "share": s} for p, s in owners]
+        + [{"recording_id": 2, "party_id": 4, "share": 100_000_000}],
+    )  # fmt: skip
+    usage = [{"report": "r", "line": n, "territory": "FR", "service": "s", "use_type": "x",
+              "commercial_model": "", "item_kind": "isrc", "item": f"GBATT260000{n}",
+              "units": 1, "revenue": revenue, "currency": "EUR", "listener": None,
+              "transaction_id": None}
+             for n, revenue in ((1, 987_654_321_987_654_321), (2, 3))]  # fmt: skip
+    result = allocate([_write(usage, tmp_path / "u.parquet")], snap, "2026-10")
+    pair = [r for r in result.leaves.to_pylist() if r["recording_id"] == 1]
+    amount = pair[0]["pair_amount"]
+    assert amount * 10**14 > 2**63  # the overflow path was needed
+    expected = largest_remainder(amount, [(p, s * 1_000_000) for p, s in owners])
+    assert {r["party_id"]: r["amount"] for r in pair} == expected
+    pool = result.pools.to_pylist()[0]
+    assert sum(r["amount"] for r in result.leaves.to_pylist()) == pool["amount"]

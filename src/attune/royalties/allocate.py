@@ -17,6 +17,10 @@ The rule, per usage period:
     publishers by the splits of its work; a work -> its writers and publishers.
   Streams on recordings no agreement governs pay each recording its own revenue; streams on
   unregistered ISRCs go to suspense.
+
+Usage-level work (item totals, coverage, pools, pairs) runs in DuckDB; the two item-level
+splits (pools over pairs, pairs over parties) run in numpy on integer keys (attune.royalties
+.split), in int64 where products fit and in exact Python integers where they do not.
 """
 
 from __future__ import annotations
@@ -26,13 +30,18 @@ import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from attune.royalties import split
 from attune.royalties.ingest import totals_path
 from attune.royalties.money import div_half_even, exponent, micro_per_minor
 
@@ -40,6 +49,8 @@ ALGORITHM = "attune-allocation/1"
 PERCENT = 100_000_000  # 100% in micro-percent, the unit of master and publishing splits
 WHOLE = 1_000_000  # a fraction of 1 in micro-units: attribution and publishing shares
 PAIR_WEIGHT = PERCENT * WHOLE  # every item's split weights add up to this
+ROLES = ("master", "publishing", "suspense")  # leaf roles, in tie-break (name) order
+MASTER, PUBLISHING, SUSPENSE = range(3)
 
 SNAPSHOT_SCHEMAS: dict[str, pa.Schema] = {
     "recordings": pa.schema(
@@ -107,10 +118,30 @@ POOLS_SCHEMA = pa.schema(
         ("policy", pa.string()),
     ]
 )
+HUGEINT = pa.decimal128(38, 0)  # DuckDB's HUGEINT in Arrow
+LEAVES_SCHEMA = pa.schema(
+    [
+        ("pool", pa.string()),
+        ("source", pa.string()),
+        ("agreement_id", pa.int64()),
+        ("currency", pa.string()),
+        ("pair", pa.int64()),
+        ("output_id", pa.string()),
+        ("recording_id", pa.int64()),
+        ("work_id", pa.int64()),
+        ("isrc", pa.string()),
+        ("pair_weight", HUGEINT),
+        ("pair_amount", pa.int64()),
+        ("role", pa.string()),
+        ("party_id", pa.int64()),
+        ("leaf_weight", HUGEINT),
+        ("amount", pa.int64()),
+    ]
+)
 # How pairs of one pool are ordered among equal remainders (and so numbered). The weight comes
 # last: an output may attribute the same item twice, and such pairs differ only in weight.
 PAIR_KEY = (
-    "output_id NULLS FIRST, recording_id NULLS FIRST, work_id NULLS FIRST, isrc NULLS FIRST, weight"
+    "out_no NULLS FIRST, recording_id NULLS FIRST, work_id NULLS FIRST, isrc NULLS FIRST, weight"
 )
 
 
@@ -206,7 +237,7 @@ def _listing(paths: Iterable[str | Path]) -> str:
     return ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
 
 
-def _lr(src: str, part: str, total: str, weight: str, order: str, *, rank: bool = False) -> str:
+def _lr(src: str, part: str, total: str, weight: str, order: str) -> str:
     """SQL: largest-remainder split of ``total`` over rows of ``src`` by ``weight`` per ``part``.
 
     ``total`` is an aggregate over the partition (``any_value(total)``, ``sum(revenue)``); a
@@ -214,20 +245,8 @@ def _lr(src: str, part: str, total: str, weight: str, order: str, *, rank: bool 
     amounts sum exactly to its total, and ``order`` breaks ties. Partition sums come from
     GROUP BY and hash joins; a single-row partition takes its total without arithmetic; and
     only rows with a remainder are ranked (sorted), since the units left over are fewer than
-    those rows. ``part`` columns must not be NULL. With ``rank``, every row is ranked and keeps
-    ``rk``, its place in its partition's remainder order.
+    those rows. ``part`` columns must not be NULL.
     """
-    ranked = (
-        f"SELECT *, row_number() OVER (PARTITION BY {part} ORDER BY rem_ DESC, {order}) AS rk "
-        "FROM based"
-    )
-    if not rank:
-        ranked = (
-            f"SELECT *, NULL::BIGINT AS rk FROM based WHERE rem_ = 0 UNION ALL ({ranked} "
-            "WHERE rem_ > 0)"
-        )
-    keep = ", 1::BIGINT AS rk" if rank else ""
-    drop = "" if rank else ", rk"
     return f"""
     WITH p AS (
         SELECT {part}, {total} AS total_, sum({weight}) AS tw_, count(*) AS n_
@@ -243,11 +262,16 @@ def _lr(src: str, part: str, total: str, weight: str, order: str, *, rank: bool 
         FROM j WHERE n_ > 1
     ),
     short AS (SELECT {part}, any_value(total_) - sum(base_) AS short_ FROM based GROUP BY ALL)
-    SELECT * EXCLUDE (total_, n_, w_, tw_){keep}, total_::BIGINT AS amount FROM j WHERE n_ = 1
+    SELECT * EXCLUDE (total_, n_, w_, tw_), total_::BIGINT AS amount FROM j WHERE n_ = 1
     UNION ALL BY NAME
-    SELECT b.* EXCLUDE (total_, n_, w_, tw_, base_, rem_{drop}),
+    SELECT b.* EXCLUDE (total_, n_, w_, tw_, base_, rem_, rk),
         (base_ + CASE WHEN rk <= short_ THEN 1 ELSE 0 END)::BIGINT AS amount
-    FROM ({ranked}) b JOIN short USING ({part})
+    FROM (
+        SELECT *, NULL::BIGINT AS rk FROM based WHERE rem_ = 0
+        UNION ALL
+        SELECT *, row_number() OVER (PARTITION BY {part} ORDER BY rem_ DESC, {order}) AS rk
+        FROM based WHERE rem_ > 0
+    ) b JOIN short USING ({part})
     """
 
 
@@ -293,7 +317,7 @@ def _pools(
     for aid, cur, revenue, policy in con.execute(
         """
         SELECT c.agreement_id, c.currency, sum(c.revenue), any_value(g.catalog_policy)
-        FROM catg c LEFT JOIN ga g ON g.agreement_id = c.agreement_id
+        FROM cat_rec c LEFT JOIN ga g ON g.agreement_id = c.agreement_id
         GROUP BY ALL ORDER BY ALL
         """
     ).fetchall():
@@ -335,6 +359,223 @@ def _pools(
             }
         )
     return pa.Table.from_pylist(rows, schema=POOLS_SCHEMA)
+
+
+def _column(table: pa.Table, name: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """A nullable BIGINT column as int64 values (0 where NULL) and its NULL mask."""
+    col = table.column(name)
+    nulls = np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    return np.asarray(col.fill_null(0).to_numpy(), dtype=np.int64), nulls
+
+
+def _decimal(values: split.Ints) -> pa.Array:
+    """Exact integers as DECIMAL(38, 0), the Arrow type of DuckDB's HUGEINT."""
+    if values.dtype == np.int64:
+        return pa.array(values).cast(HUGEINT)
+    return pa.array([Decimal(int(v)) for v in values], HUGEINT)
+
+
+@dataclass(frozen=True, slots=True)
+class _Splits:
+    """Split rows (owners of recordings, shares of works) sorted by key, then tie-break order."""
+
+    key: npt.NDArray[np.int64]
+    party: npt.NDArray[np.int64]
+    party_null: npt.NDArray[np.bool_]
+    share: split.Ints
+
+    @classmethod
+    def read(cls, con: duckdb.DuckDBPyConnection, table: str, key: str) -> _Splits:
+        """The rows of a snapshot split table, ordered by (key, party NULLS LAST, share)."""
+        rows = con.sql(
+            f"SELECT {key} AS k, party_id, coalesce(share, 0) AS share FROM {table} "
+            f"WHERE {key} IS NOT NULL ORDER BY k, party_id NULLS LAST, share"
+        ).to_arrow_table()
+        party, party_null = _column(rows, "party_id")
+        return cls(_column(rows, "k")[0], party, party_null, split.as_ints(rows.column("share")))
+
+
+@dataclass(slots=True)
+class _LeafRows:
+    """Leaves under construction: per row its pair (index), role, party and weight."""
+
+    pair: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    role: list[npt.NDArray[np.int8]] = field(default_factory=list)
+    party: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    party_null: list[npt.NDArray[np.bool_]] = field(default_factory=list)
+    weight: list[split.Ints] = field(default_factory=list)
+
+    def join(
+        self, pairs: npt.NDArray[np.int64], keys: npt.NDArray[np.int64], splits: _Splits,
+        factor: split.Ints, role: int,
+    ) -> None:  # fmt: skip
+        """One row per split row of each pair's key, weighing share x the pair's factor."""
+        left, right = split.expand(keys[pairs], splits.key)
+        idx = pairs[left]
+        self._add(idx, role, splits.party[right], splits.party_null[right],
+                  split.mul(split.fit(splits.share[right]), split.fit(factor[idx])))  # fmt: skip
+
+    def single(self, pairs: npt.NDArray[np.int64], weight: split.Ints, role: int) -> None:
+        """One party-less row per pair."""
+        n = len(pairs)
+        self._add(pairs, role, np.zeros(n, np.int64), np.ones(n, bool), split.fit(weight[pairs]))
+
+    def _add(
+        self, pair: npt.NDArray[np.int64], role: int, party: npt.NDArray[np.int64],
+        party_null: npt.NDArray[np.bool_], weight: split.Ints,
+    ) -> None:  # fmt: skip
+        """Append rows of one role."""
+        self.pair.append(pair)
+        self.role.append(np.full(len(pair), role, dtype=np.int8))
+        self.party.append(party)
+        self.party_null.append(party_null)
+        self.weight.append(weight)
+
+
+def _pairs(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, pa.Table]:
+    """Pools (with their publishing share and licensor) and their pairs, in PAIR_KEY order."""
+    pools = con.sql(
+        """
+        SELECT n.pool_no, p.pool, p.source, p.agreement_id, p.currency, p.amount,
+            CASE WHEN p.source = 'ai' THEN g.ai_publishing
+                 ELSE coalesce(g.catalog_publishing, 0) END AS pub,
+            s.licensor_id
+        FROM pools p JOIN pool_no n USING (pool)
+        LEFT JOIN ga g ON g.agreement_id = p.agreement_id
+        LEFT JOIN s_agreements s ON s.agreement_id = p.agreement_id AND p.source = 'ai'
+        ORDER BY n.pool_no
+        """
+    ).to_arrow_table()
+    pairs = con.sql(
+        f"""
+        SELECT n.pool_no - 1 AS pool_ix, x.total, x.out_no, x.recording_id, x.work_id,
+            x.isrc, x.weight
+        FROM pairs_w x JOIN pool_no n USING (pool) ORDER BY n.pool_no, {PAIR_KEY}
+        """
+    ).to_arrow_table()
+    return pools, pairs
+
+
+def _leaf_rows(con: duckdb.DuckDBPyConnection, pools: pa.Table, pairs: pa.Table) -> _LeafRows:
+    """Each pair's parties, by the splits of its recording, work or ISRC (as leaves_in was).
+
+    A pair's rows come out role by role (master, publishing, suspense), each role's in
+    (party NULLS LAST, share) order: the leaves' tie-break order.
+    """
+    n = pairs.num_rows
+    pub, pub_null = _column(pools, "pub")
+    pool_ix = np.asarray(pairs.column("pool_ix").to_numpy(), dtype=np.int64)
+    pub, pub_null = pub[pool_ix], pub_null[pool_ix]
+    rec, rec_null = _column(pairs, "recording_id")
+    work, work_null = _column(pairs, "work_id")
+    isrc_null = np.asarray(pairs.column("isrc").is_null().to_numpy(zero_copy_only=False))
+    owners = _Splits.read(con, "s_owners", "recording_id")
+    shares = _Splits.read(con, "s_work_shares", "work_id")
+    # The work of each pair's recording (NULL where the recording is unknown or has none).
+    recs = con.sql(
+        "SELECT recording_id, work_id FROM s_recordings WHERE recording_id IS NOT NULL "
+        "ORDER BY recording_id"
+    ).to_arrow_table()
+    rec_key, _ = _column(recs, "recording_id")
+    rec_work, rec_work_null = _column(recs, "work_id")
+    at, found = split.expand(rec[~rec_null], rec_key)
+    on_rec = np.flatnonzero(~rec_null)[at]
+    pair_work, pair_work_null = np.zeros(n, np.int64), np.ones(n, bool)
+    pair_work[on_rec], pair_work_null[on_rec] = rec_work[found], rec_work_null[found]
+    rows = _LeafRows()
+    rec_pub = ~rec_null & ~pub_null
+    published = rec_pub & (pub > 0)
+    rows.join(np.flatnonzero(rec_pub & (pub < WHOLE)), rec, owners, WHOLE - pub, MASTER)
+    rows.join(np.flatnonzero(published & ~pair_work_null), pair_work, shares, pub, PUBLISHING)
+    rows.single(np.flatnonzero(published & pair_work_null), split.mul(pub, np.full(n, PERCENT)),
+                SUSPENSE)  # fmt: skip
+    rows.join(np.flatnonzero(~work_null), work, shares, np.full(n, WHOLE), PUBLISHING)
+    rows.single(np.flatnonzero(~isrc_null), np.full(n, PAIR_WEIGHT), SUSPENSE)
+    return rows
+
+
+def _leaves(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, int]:
+    """Levels 1 and 2 in numpy: each pool over its pairs, each pair over its parties.
+
+    Pair ids are the pool's number (pools in name order) x 2^32 + the pair's place in the
+    pool's largest-remainder order (remainder, then PAIR_KEY), so numbering needs no global
+    sort. Returns (leaves, number of pairs).
+    """
+    pools, pairs = _pairs(con)
+    pool_ix = np.asarray(pairs.column("pool_ix").to_numpy(), dtype=np.int64)
+    first = np.flatnonzero(np.r_[True, pool_ix[1:] != pool_ix[:-1]]) if len(pool_ix) else pool_ix
+    sizes = np.diff(np.r_[first, len(pool_ix)]).astype(np.int64)
+    totals = np.asarray(pairs.column("total").to_numpy(), dtype=np.int64)[first]
+    pair_weight = split.as_ints(pairs.column("weight"))
+    pair_amount, rank = split.largest_remainder(totals, sizes, pair_weight)
+    rows = _leaf_rows(con, pools, pairs)
+    pair = np.concatenate(rows.pair)
+    order = np.argsort(pair, kind="stable")  # pair by pair, each pair's rows in tie-break order
+    pair = pair[order]
+    exact = all(w.dtype == np.int64 for w in rows.weight)
+    leaf_weight = np.concatenate([w if exact else w.astype(object) for w in rows.weight])[order]
+    counts = np.bincount(pair, minlength=len(pool_ix))
+    paid = np.flatnonzero(counts)
+    amount, _ = split.largest_remainder(pair_amount[paid], counts[paid], leaf_weight)
+    names = con.sql("SELECT output_id FROM out_no ORDER BY out_no").to_arrow_table()
+    outputs = pa.concat_arrays(
+        [pa.nulls(1, pa.string()), *names.column(0).cast(pa.string()).chunks]
+    )
+    leaf_pool, by_pool, by_pair = pool_ix[pair], pa.array(pool_ix[pair]), pa.array(pair)
+    leaves = pa.table(
+        {
+            "pool": pools.column("pool").take(by_pool),
+            "source": pools.column("source").take(by_pool),
+            "agreement_id": pools.column("agreement_id").take(by_pool),
+            "currency": pools.column("currency").take(by_pool),
+            "pair": ((pool_ix + 1) * 4294967296 + rank)[pair],
+            "output_id": outputs.take(pairs.column("out_no").fill_null(0).take(by_pair)),
+            "recording_id": pairs.column("recording_id").take(by_pair),
+            "work_id": pairs.column("work_id").take(by_pair),
+            "isrc": pairs.column("isrc").take(by_pair),
+            "pair_weight": _decimal(pair_weight[pair]),
+            "pair_amount": pair_amount[pair],
+            "role": pa.array(np.array(ROLES, dtype=object)[np.concatenate(rows.role)[order]]),
+            "party_id": pa.array(
+                np.concatenate(rows.party)[order], mask=np.concatenate(rows.party_null)[order]
+            ),
+            "leaf_weight": _decimal(leaf_weight),
+            "amount": amount,
+        },
+        schema=LEAVES_SCHEMA,
+    )
+    return pa.concat_tables([leaves, _unattributed(pools, leaf_pool)]), len(pair_weight)
+
+
+def _unattributed(pools: pa.Table, leaf_pool: npt.NDArray[np.int64]) -> pa.Table:
+    """Leaves for AI pools that no pair reached: the whole pool to the licensor."""
+    amounts, _ = _column(pools, "amount")
+    reached = np.zeros(pools.num_rows, dtype=bool)
+    reached[leaf_pool] = True
+    ai = np.asarray(pc.equal(pools.column("source"), "ai").to_numpy(zero_copy_only=False))
+    licensed = np.asarray(pools.column("licensor_id").is_valid().to_numpy(zero_copy_only=False))
+    lone = pools.filter(pa.array(ai & (amounts > 0) & ~reached & licensed))
+    n = lone.num_rows
+    return pa.table(
+        {
+            "pool": lone.column("pool"),
+            "source": lone.column("source"),
+            "agreement_id": lone.column("agreement_id"),
+            "currency": lone.column("currency"),
+            "pair": pa.nulls(n, pa.int64()),
+            "output_id": pa.nulls(n, pa.string()),
+            "recording_id": pa.nulls(n, pa.int64()),
+            "work_id": pa.nulls(n, pa.int64()),
+            "isrc": pa.nulls(n, pa.string()),
+            "pair_weight": pa.nulls(n, HUGEINT),
+            "pair_amount": lone.column("amount"),
+            "role": pa.array(["unattributed"] * n, pa.string()),
+            "party_id": lone.column("licensor_id"),
+            "leaf_weight": pa.array([Decimal(PAIR_WEIGHT)] * n, HUGEINT),
+            "amount": lone.column("amount"),
+        },
+        schema=LEAVES_SCHEMA,
+    )
 
 
 def allocate(
@@ -386,6 +627,16 @@ def allocate(
         "CREATE VIEW item_totals AS "
         + (" UNION ALL ".join(parts) if parts else "SELECT * FROM u WHERE false")
     )
+    # One rollup alone already has one row per (currency, territory, item): no merge, and
+    # it is read where used rather than stored; merged totals are stored, as merging is dear.
+    single = len(files) == 1 and totals_path(files[0]).exists()
+    agg = "VIEW" if single else "TABLE"
+    merged = (
+        "units::BIGINT AS units, revenue::HUGEINT AS revenue FROM item_totals"
+        if single
+        else "sum(units)::BIGINT AS units, sum(revenue)::HUGEINT AS revenue FROM item_totals "
+        "GROUP BY ALL"
+    )
     con.execute(
         f"""
         CREATE TABLE ga AS SELECT * FROM s_agreements
@@ -407,13 +658,16 @@ def allocate(
             FROM ga g JOIN work_holder h ON h.party_id = g.licensor_id
             LEFT JOIN s_items i ON i.agreement_id = g.agreement_id AND i.work_id = h.work_id
             WHERE g.covers_all OR i.agreement_id IS NOT NULL;
-        CREATE TABLE agg AS SELECT currency::VARCHAR AS currency,
+        -- Item totals per (currency, territory, item).
+        CREATE {agg} agg AS SELECT currency::VARCHAR AS currency,
             territory::VARCHAR AS territory, item_kind::VARCHAR AS item_kind, item,
-            sum(units)::BIGINT AS units, sum(revenue)::HUGEINT AS revenue
-            FROM item_totals GROUP BY ALL;
+            {merged};
+        CREATE TABLE usage_territories AS
+            SELECT DISTINCT territory::VARCHAR AS territory FROM item_totals;
+        CREATE TABLE agg_out AS SELECT * FROM agg WHERE item_kind = 'output';
         CREATE TABLE cov AS
             SELECT g.agreement_id, t.territory
-            FROM ga g CROSS JOIN (SELECT DISTINCT territory FROM agg) t
+            FROM ga g CROSS JOIN usage_territories t
             LEFT JOIN s_territories x
                 ON x.agreement_id = g.agreement_id AND x.territory = t.territory
             WHERE CASE WHEN t.territory = 'Worldwide'
@@ -422,11 +676,15 @@ def allocate(
                     WHERE e.agreement_id = g.agreement_id AND e.excluded)
                 ELSE (g.worldwide AND (x.territory IS NULL OR NOT x.excluded))
                     OR (NOT g.worldwide AND x.territory IS NOT NULL AND NOT x.excluded) END;
+        -- Outputs numbered in id order, so that pairs sort and group on integers.
+        CREATE TABLE out_no AS
+            SELECT output_id, row_number() OVER (ORDER BY output_id) AS out_no
+            FROM (SELECT DISTINCT output_id FROM s_outputs WHERE output_id IS NOT NULL);
         CREATE TABLE ai_usage AS
-            SELECT a.currency, a.territory, a.item AS output_id, o.platform_id, o.model,
-                a.units, a.revenue
-            FROM agg a JOIN s_outputs o ON o.output_id = a.item
-            WHERE a.item_kind = 'output';
+            SELECT a.currency, a.territory, a.item AS output_id, n.out_no, o.platform_id,
+                o.model, a.units, a.revenue
+            FROM agg_out a JOIN s_outputs o ON o.output_id = a.item
+            JOIN out_no n ON n.output_id = a.item;
         CREATE TABLE ai_sums AS
             SELECT platform_id, model, territory, currency, sum(revenue) AS revenue
             FROM ai_usage GROUP BY ALL;
@@ -443,57 +701,74 @@ def allocate(
             FROM ai_sums s JOIN ai_ok k ON k.platform_id = s.platform_id
                 AND k.model = s.model AND k.territory = s.territory
             GROUP BY ALL;
-        CREATE TABLE cat AS
-            SELECT a.currency, a.territory, a.item AS isrc, r.recording_id, a.units, a.revenue
-            FROM agg a LEFT JOIN s_recordings r ON r.isrc = a.item
-            WHERE a.item_kind = 'isrc';
         -- A recording whose lowest covering agreement covers every usage territory is
         -- governed by it everywhere; only the others need a minimum per territory.
         CREATE TABLE full_cover AS
             SELECT agreement_id FROM cov GROUP BY ALL
-            HAVING count(DISTINCT territory) = (SELECT count(DISTINCT territory) FROM agg);
+            HAVING count(DISTINCT territory) = (SELECT count(territory) FROM usage_territories);
         CREATE TABLE gov_all AS
             SELECT f.recording_id, f.agreement_id
             FROM (SELECT recording_id, min(agreement_id) AS agreement_id
                   FROM covers_rec GROUP BY ALL) f
             SEMI JOIN full_cover USING (agreement_id);
+        CREATE TABLE cat AS
+            SELECT a.currency, a.territory, a.item AS isrc, r.recording_id, a.units, a.revenue,
+                r.agreement_id
+            FROM agg a LEFT JOIN (
+                SELECT r.isrc, r.recording_id, f.agreement_id FROM s_recordings r
+                LEFT JOIN gov_all f ON f.recording_id = r.recording_id
+            ) r ON r.isrc = a.item
+            WHERE a.item_kind = 'isrc';
         CREATE TABLE gov AS
             SELECT c.recording_id, c.territory, min(v.agreement_id) AS agreement_id
             FROM (SELECT DISTINCT recording_id, territory FROM cat
-                  WHERE recording_id IS NOT NULL) c
-            ANTI JOIN gov_all a ON a.recording_id = c.recording_id
+                  WHERE recording_id IS NOT NULL AND agreement_id IS NULL) c
             JOIN covers_rec v ON v.recording_id = c.recording_id
             JOIN cov t ON t.agreement_id = v.agreement_id AND t.territory = c.territory
             GROUP BY ALL;
-        CREATE TABLE catg AS
-            SELECT c.*, coalesce(a.agreement_id, g.agreement_id) AS agreement_id FROM cat c
-            LEFT JOIN gov_all a ON a.recording_id = c.recording_id
-            LEFT JOIN gov g ON g.recording_id = c.recording_id AND g.territory = c.territory
-            WHERE c.recording_id IS NOT NULL;
+        CREATE VIEW catg AS SELECT * FROM cat WHERE recording_id IS NOT NULL;
         """
+    )
+    if con.execute("SELECT count(*) FROM gov").fetchall()[0][0]:
+        con.execute(
+            "UPDATE cat SET agreement_id = g.agreement_id FROM gov g "
+            "WHERE g.recording_id = cat.recording_id AND g.territory = cat.territory"
+        )
+    con.execute(
+        "CREATE TABLE cat_rec AS SELECT currency, agreement_id, recording_id, "
+        "sum(units) AS units, sum(revenue) AS revenue FROM catg GROUP BY ALL"
     )
     pools = _pools(con, snap.tables["agreements"], recoupable or {})
     con.register("pools", pools)
     # Level 1: each pool over its pairs (AI: output x item; catalog: recording; suspense: ISRC).
     con.execute(
         f"""
+        -- Attributions an agreement covers; n counts repeats of one (output, item, share).
         CREATE TABLE ai_cover AS
-            SELECT agreement_id, recording_id, NULL::BIGINT AS work_id, t.output_id, t.share
-            FROM covers_rec c JOIN s_attributions t USING (recording_id)
-            UNION ALL
-            SELECT agreement_id, NULL::BIGINT, work_id, t.output_id, t.share
-            FROM covers_work c JOIN s_attributions t USING (work_id);
-        CREATE TABLE ai_pairs AS
-            SELECT p.pool, p.amount AS total, c.output_id, c.recording_id, c.work_id,
-                NULL::VARCHAR AS isrc, sum(u.units)::HUGEINT * c.share AS weight
-            FROM ai_cover c
-            JOIN ai_usage u ON u.output_id = c.output_id
+            SELECT agreement_id, n.out_no, recording_id, work_id, share, count(*) AS n
+            FROM (
+                SELECT agreement_id, recording_id, NULL::BIGINT AS work_id, t.output_id, t.share
+                FROM covers_rec c JOIN s_attributions t USING (recording_id)
+                UNION ALL
+                SELECT agreement_id, NULL::BIGINT, work_id, t.output_id, t.share
+                FROM covers_work c JOIN s_attributions t USING (work_id)
+            ) JOIN out_no n USING (output_id)
+            GROUP BY ALL;
+        -- Units of each covered output in the territories each agreement grants.
+        CREATE TABLE ai_units AS
+            SELECT c.agreement_id, u.currency, u.out_no, sum(u.units) AS units
+            FROM (SELECT DISTINCT agreement_id, out_no FROM ai_cover) c
+            JOIN ai_usage u ON u.out_no = c.out_no
             JOIN ai_ok k ON k.agreement_id = c.agreement_id AND k.platform_id = u.platform_id
                 AND k.model = u.model AND k.territory = u.territory
+            GROUP BY ALL HAVING sum(u.units) > 0;
+        CREATE TABLE ai_pairs AS
+            SELECT p.pool, p.amount AS total, c.out_no, c.recording_id, c.work_id,
+                NULL::VARCHAR AS isrc, (a.units * c.n)::HUGEINT * c.share AS weight
+            FROM ai_cover c
+            JOIN ai_units a ON a.agreement_id = c.agreement_id AND a.out_no = c.out_no
             JOIN pools p ON p.source = 'ai' AND p.agreement_id = c.agreement_id
-                AND p.currency = u.currency
-            GROUP BY p.pool, p.amount, c.output_id, c.recording_id, c.work_id, c.share
-            HAVING sum(u.units) > 0;
+                AND p.currency = a.currency;
         CREATE TABLE uc AS
             SELECT c.currency, c.agreement_id, coalesce(u.listener, '') AS listener,
                 c.recording_id, sum(u.units)::HUGEINT AS units,
@@ -513,20 +788,19 @@ def allocate(
         })
             GROUP BY ALL;
         CREATE TABLE cat_pairs AS
-            SELECT p.pool, p.amount AS total, NULL::VARCHAR AS output_id, c.recording_id,
+            SELECT p.pool, p.amount AS total, NULL::BIGINT AS out_no, c.recording_id,
                 NULL::BIGINT AS work_id, NULL::VARCHAR AS isrc,
-                CASE WHEN p.policy = 'user_centric' THEN any_value(w.weight)
-                     WHEN p.source = 'direct' THEN sum(c.revenue)
-                     ELSE sum(c.units)::HUGEINT END AS weight
-            FROM catg c
+                CASE WHEN p.policy = 'user_centric' THEN w.weight
+                     WHEN p.source = 'direct' THEN c.revenue
+                     ELSE c.units::HUGEINT END AS weight
+            FROM cat_rec c
             JOIN pools p ON p.source IN ('catalog', 'direct')
                 AND coalesce(p.agreement_id, -1) = coalesce(c.agreement_id, -1)
                 AND p.currency = c.currency
             LEFT JOIN uc_w w ON w.currency = c.currency AND w.agreement_id = c.agreement_id
-                AND w.recording_id = c.recording_id
-            GROUP BY p.pool, p.amount, p.policy, p.source, c.recording_id;
+                AND w.recording_id = c.recording_id;
         CREATE TABLE sus_pairs AS
-            SELECT p.pool, p.amount AS total, NULL::VARCHAR AS output_id,
+            SELECT p.pool, p.amount AS total, NULL::BIGINT AS out_no,
                 NULL::BIGINT AS recording_id, NULL::BIGINT AS work_id, c.isrc,
                 sum(c.revenue) AS weight
             FROM cat c JOIN pools p ON p.source = 'suspense' AND p.currency = c.currency
@@ -536,10 +810,8 @@ def allocate(
             UNION ALL SELECT * FROM sus_pairs;
         """
     )
-    # Pair ids: the pool's number (pools in name order) x 2^32 + the pair's rank in the pool's
-    # largest-remainder order (remainder, then key), so numbering needs no global sort.
     con.execute(
-        f"""
+        """
         CREATE TABLE pairs_w AS
             SELECT * EXCLUDE (weight, tw0),
                 CASE WHEN tw0 = 0 THEN 1 ELSE weight END AS weight
@@ -550,73 +822,12 @@ def allocate(
             ) USING (pool);
         CREATE TABLE pool_no AS SELECT pool, row_number() OVER (ORDER BY pool) AS pool_no
             FROM pools;
-        CREATE TABLE pairs AS
-            SELECT n.pool_no * 4294967296 + x.rk AS pair, x.* EXCLUDE (rk)
-            FROM ({_lr("pairs_w", "pool", "any_value(total)", "weight", PAIR_KEY, rank=True)}) x
-            JOIN pool_no n USING (pool);
         """
     )
-    # Level 2: each pair over the parties its splits name (narrow rows; attributes join after).
-    con.execute(
-        f"""
-        CREATE TABLE pair_src AS
-            SELECT x.pair, x.amount AS pair_amount, x.recording_id, x.work_id, x.isrc,
-                CASE WHEN p.source = 'ai' THEN g.ai_publishing
-                     ELSE coalesce(g.catalog_publishing, 0) END AS pub,
-                r.work_id AS rec_work
-            FROM pairs x JOIN pools p ON p.pool = x.pool
-            LEFT JOIN ga g ON g.agreement_id = p.agreement_id
-            LEFT JOIN s_recordings r ON r.recording_id = x.recording_id;
-        CREATE TABLE leaves_in AS
-            SELECT s.pair, s.pair_amount, 'master' AS role, o.party_id,
-                o.share::HUGEINT * ({WHOLE} - s.pub) AS leaf_weight
-            FROM pair_src s JOIN s_owners o ON o.recording_id = s.recording_id
-            WHERE s.recording_id IS NOT NULL AND s.pub < {WHOLE}
-            UNION ALL
-            SELECT s.pair, s.pair_amount, 'publishing', w.party_id, w.share::HUGEINT * s.pub
-            FROM pair_src s JOIN s_work_shares w ON w.work_id = s.rec_work
-            WHERE s.recording_id IS NOT NULL AND s.pub > 0
-            UNION ALL
-            SELECT s.pair, s.pair_amount, 'suspense', NULL, {PERCENT}::HUGEINT * s.pub
-            FROM pair_src s
-            WHERE s.recording_id IS NOT NULL AND s.rec_work IS NULL AND s.pub > 0
-            UNION ALL
-            SELECT s.pair, s.pair_amount, 'publishing', w.party_id, w.share::HUGEINT * {WHOLE}
-            FROM pair_src s JOIN s_work_shares w ON w.work_id = s.work_id
-            UNION ALL
-            SELECT s.pair, s.pair_amount, 'suspense', NULL, {PAIR_WEIGHT}::HUGEINT
-            FROM pair_src s WHERE s.isrc IS NOT NULL;
-        CREATE TABLE leaf_amounts AS {
-            _lr(
-                "leaves_in",
-                "pair",
-                "any_value(pair_amount)",
-                "leaf_weight",
-                "role, party_id NULLS LAST, leaf_weight",
-            )
-        };
-        """
-    )
-    leaves = con.sql(
-        f"""
-        SELECT p.pool, o.source, o.agreement_id, o.currency, l.pair, p.output_id,
-            p.recording_id, p.work_id, p.isrc, p.weight AS pair_weight,
-            l.pair_amount, l.role, l.party_id, l.leaf_weight, l.amount
-        FROM leaf_amounts l JOIN pairs p USING (pair) JOIN pools o ON o.pool = p.pool
-        UNION ALL
-        SELECT p.pool, p.source, p.agreement_id, p.currency, NULL::BIGINT AS pair,
-            NULL::VARCHAR AS output_id, NULL::BIGINT AS recording_id, NULL::BIGINT AS work_id,
-            NULL::VARCHAR AS isrc, NULL::HUGEINT AS pair_weight, p.amount AS pair_amount,
-            'unattributed' AS role, g.licensor_id AS party_id,
-            {PAIR_WEIGHT}::HUGEINT AS leaf_weight, p.amount AS amount
-        FROM pools p JOIN s_agreements g ON g.agreement_id = p.agreement_id
-        WHERE p.source = 'ai' AND p.amount > 0
-            AND p.pool NOT IN (SELECT DISTINCT x.pool FROM leaf_amounts JOIN pairs x USING (pair))
-        """
-    ).to_arrow_table()
+    leaves, n_pairs = _leaves(con)
     unpooled = con.execute(
         """
-        SELECT a.currency, sum(a.revenue) FROM agg a
+        SELECT a.currency, sum(a.revenue) FROM agg_out a
         ANTI JOIN (
             SELECT DISTINCT e.output_id, e.currency, e.territory
             FROM ai_usage e
@@ -624,14 +835,13 @@ def allocate(
                 ON k.platform_id = e.platform_id
                 AND k.model = e.model AND k.territory = e.territory
         ) p ON p.output_id = a.item AND p.currency = a.currency AND p.territory = a.territory
-        WHERE a.item_kind = 'output'
         GROUP BY ALL ORDER BY ALL
         """
     ).fetchall()
     summary = {
         "ai_revenue_not_pooled": {str(c): str(int(r)) for c, r in unpooled},
         "pools": pools.num_rows,
-        "pairs": int(con.execute("SELECT count(*) FROM pairs").fetchall()[0][0]),
+        "pairs": n_pairs,
         "leaves": leaves.num_rows,
     }
     # Coverage rows are unique without DISTINCT: agg has one row per (currency, territory, item).

@@ -1,0 +1,148 @@
+"""Vectorised exact largest-remainder splits in numpy, for the item-level allocation stages.
+
+Rows come grouped: each group is a contiguous run of rows, already in its tie-break order.
+Arithmetic is int64 where the products provably fit and Python integers (object arrays)
+where they do not, so results never depend on the size of the numbers. Division truncates
+toward zero, as DuckDB's integer division does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+Ints = npt.NDArray[np.int64] | npt.NDArray[np.object_]
+
+INT64_MAX = np.iinfo(np.int64).max
+SMALL_GROUP = 8  # groups up to this size are ranked by pairwise comparison, larger ones sorted
+
+
+def as_ints(column: pa.Array | pa.ChunkedArray) -> Ints:
+    """A non-null integer or DECIMAL(38, 0) column as int64, or as Python ints if it overflows."""
+    if column.null_count:
+        raise ValueError("an allocation weight or share is NULL")
+    try:
+        return np.asarray(pc.cast(column, pa.int64()).to_numpy(), dtype=np.int64)
+    except pa.ArrowInvalid:
+        return np.array([int(v) for v in column.to_pylist()], dtype=object)
+
+
+def fit(values: Ints) -> Ints:
+    """``values`` as int64 when every value fits, else unchanged (Python ints)."""
+    if values.dtype == np.int64:
+        return values
+    if not len(values):
+        return values.astype(np.int64)
+    if min(values) >= -INT64_MAX and max(values) <= INT64_MAX:
+        return values.astype(np.int64)
+    return values
+
+
+def divmod_trunc(num: Ints, den: Ints) -> tuple[Ints, Ints]:
+    """Quotient and remainder of integer division truncated toward zero (SQL semantics)."""
+    quo = num // den
+    rem = num - quo * den
+    fix = (rem != 0) & ((num < 0) != (den < 0))
+    if fix.any():
+        quo = quo + fix
+        rem = rem - fix * den
+    return quo, rem
+
+
+def mul(a: Ints, b: Ints) -> Ints:
+    """Exact elementwise product: int64 where every product fits, else Python ints."""
+    if a.dtype == np.int64 and b.dtype == np.int64:
+        if not len(a) or float(np.abs(a).max()) * float(np.abs(b).max()) < 2.0**62:
+            return a * b
+        if (np.abs(a) <= INT64_MAX // np.maximum(np.abs(b), 1)).all():
+            return a * b
+    return np.asarray(a.astype(object) * b.astype(object), dtype=object)
+
+
+def mul_divmod(a: Ints, b: Ints, den: Ints) -> tuple[Ints, Ints]:
+    """``divmod_trunc(a * b, den)`` exactly; quotient and remainder as int64 where they fit."""
+    quo, rem = divmod_trunc(mul(a, b), den)
+    return fit(quo), fit(rem)
+
+
+def group_sums(values: Ints, starts: npt.NDArray[np.int64]) -> Ints:
+    """Per-group sums of contiguous groups (exact: Python ints if int64 could overflow)."""
+    if values.dtype == np.int64 and len(values):
+        longest = int(np.diff(np.r_[starts, len(values)]).max())
+        if float(np.abs(values).max()) * longest < 2.0**62:
+            return np.add.reduceat(values, starts)
+    return fit(np.add.reduceat(values.astype(object), starts))
+
+
+def remainder_ranks(sizes: npt.NDArray[np.int64], rem: Ints) -> npt.NDArray[np.int64]:
+    """1-based place of each row in its group by remainder, largest first, ties in row order.
+
+    Small groups compare rows pairwise (a few vector passes); larger ones are sorted one by one.
+    """
+    n = len(rem)
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    rank = np.ones(n, dtype=np.int64)
+    small = sizes[group] <= SMALL_GROUP
+    for d in range(1, min(SMALL_GROUP, int(sizes.max(initial=0)))):
+        same = (group[:-d] == group[d:]) & small[d:]
+        rank[d:] += same & (rem[:-d] >= rem[d:])
+        rank[:-d] += same & (rem[d:] > rem[:-d])
+    starts = np.cumsum(sizes) - sizes
+    for g in np.flatnonzero(sizes > SMALL_GROUP):
+        lo, hi = starts[g], starts[g] + sizes[g]
+        order = np.argsort(-rem[lo:hi], kind="stable")
+        rank[lo + order] = np.arange(1, hi - lo + 1)
+    return rank
+
+
+def largest_remainder(
+    totals: Ints, sizes: npt.NDArray[np.int64], weights: Ints
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Split each group's total over its rows by weight; return (amounts, remainder ranks).
+
+    Each row gets floor(total x w / W), and the units left over go one each to the rows with
+    the largest remainders, ties to the earlier row. A group whose weights sum to 0 is split
+    equally. Amounts of a group sum exactly to its total.
+    """
+    starts = np.cumsum(sizes) - sizes
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    sums = group_sums(weights, starts) if len(weights) else weights[:0]
+    even = sums == 0
+    if even.any():
+        weights = np.where(even[group], 1, weights)
+        sums = np.where(even, sizes, sums)
+    base, rem = mul_divmod(totals[group], weights, sums[group])
+    short = totals - group_sums(base, starts) if len(base) else totals
+    rank = remainder_ranks(sizes, rem)
+    amount = fit(base + (rank <= short[group]))
+    if amount.dtype != np.int64:
+        raise OverflowError("an allocated amount does not fit in 64 bits")
+    return amount.astype(np.int64), rank
+
+
+def expand(
+    keys: npt.NDArray[np.int64], sorted_keys: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Equi-join ``keys`` to a sorted key column: (index into keys, index into sorted_keys).
+
+    Matches of one key come out together, in the sorted column's order. Dense keys (ids) are
+    looked up in a table of first positions; sparse ones by binary search.
+    """
+    low = int(sorted_keys[0]) if len(sorted_keys) else 0
+    span = int(sorted_keys[-1]) - low + 1 if len(sorted_keys) else 0
+    if len(keys) and 0 < span <= 4 * len(sorted_keys) + 1024:
+        per_key = np.bincount(sorted_keys - low, minlength=span)
+        first = np.cumsum(per_key) - per_key
+        inside = (keys >= low) & (keys < low + span)
+        slot = np.where(inside, keys - low, 0)
+        lo = first[slot]
+        counts = np.where(inside, per_key[slot], 0)
+    else:
+        lo = np.searchsorted(sorted_keys, keys, side="left")
+        counts = np.searchsorted(sorted_keys, keys, side="right") - lo
+    left = np.repeat(np.arange(len(keys)), counts)
+    offsets = np.cumsum(counts) - counts
+    right = np.repeat(lo - offsets, counts) + np.arange(int(counts.sum()))
+    return left, right
