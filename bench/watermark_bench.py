@@ -12,6 +12,9 @@ excerpts of 10 s and 20 s are cut from the attacked audio at random sample offse
 counts only if the exact id comes back; any other id is a wrong id.  Unmarked excerpts (10 s,
 random offsets in the unmarked files) must never yield an id.  Speeds are CPU seconds of one
 process (single-threaded BLAS), so they read as "x real time on one core" even on a busy box.
+The mark's audibility is reported as its noise-to-mask ratio against the host per file
+(``attune.provenance.masking``, PEAQ's and MPEG's tone-masking-noise offsets).  ``--only`` and
+``--conditions`` rerun a subset with the seeds, excerpts and noise of a full run.
 Prints a Markdown table; ``--json FILE`` also saves every number, ``--report FILE`` reprints it.
 """
 
@@ -27,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from multiprocessing import Pool
 from pathlib import Path
@@ -39,6 +42,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from attune.provenance import masking
 from attune.provenance import watermark as wm
 
 WESNOTH = Path("/usr/share/games/wesnoth/1.16/data/core/music")
@@ -246,11 +250,22 @@ class Job:
     seed: int
     excerpts: int
     unmarked: int
+    decode: tuple[str, ...] = ()
 
 
 def _mono_load(path: str) -> tuple[np.ndarray, int]:
     audio, sr = sf.read(path, dtype="float32", always_2d=True)
     return audio, int(sr)
+
+
+def mark_nmr(audio: np.ndarray, marked: np.ndarray, sr: int) -> dict[str, dict[str, float]]:
+    """The mark's noise-to-mask figures against the host, per masking model (audibility)."""
+    host = wm._resample(wm._mono(audio), sr, wm.FS)
+    mark = wm._resample(wm._mono(marked), sr, wm.FS) - host
+    return {
+        model: asdict(masking.noise_to_mask(host, mark, (wm.F_LO, wm.F_HI), model))
+        for model in ("peaq", "tmn")
+    }
 
 
 def run_file(job: Job) -> dict[str, object] | None:
@@ -268,17 +283,23 @@ def run_file(job: Job) -> dict[str, object] | None:
     start = time.process_time()
     marked = wm.embed(audio, sr, output_id)
     embed_cpu = time.process_time() - start
+    nmr = mark_nmr(audio, marked.audio, sr)
     seg_start = int(rng.integers(0, max(1, len(audio) - int(SEGMENT_S * sr))))
     segment = marked.audio[seg_start : seg_start + int(SEGMENT_S * sr)]
     results: dict[str, dict[str, list[int]]] = {}
     detect_cpu = {f"{c}/{n}": [0.0, 0] for c in TIMED for n in LENGTHS}
-    for name, attack in conditions(sr, rng).items():
+    attacks = list(conditions(sr, rng).items())
+    if job.decode:  # attacks up to the last decoded one still run: same random draws
+        attacks = attacks[: 1 + max(i for i, (n, _) in enumerate(attacks) if n in job.decode)]
+    for name, attack in attacks:
         attacked = attack(segment)
         tally = {str(n): [0, 0, 0] for n in LENGTHS}  # exact, wrong id, total
         for length in LENGTHS:
             size = int(length * sr)
             for _ in range(job.excerpts):
                 offset = int(rng.integers(0, len(attacked) - size))
+                if job.decode and name not in job.decode:
+                    continue
                 t0 = time.process_time()
                 found = wm.detect(attacked[offset : offset + size], sr)
                 if name in TIMED:
@@ -288,7 +309,8 @@ def run_file(job: Job) -> dict[str, object] | None:
                 counts[0] += found.output_id == output_id
                 counts[1] += found.output_id is not None and found.output_id != output_id
                 counts[2] += 1
-        results[name] = tally
+        if not job.decode or name in job.decode:
+            results[name] = tally
     unmarked_hits = 0
     unmarked_cpu = 0.0
     size = 10 * sr
@@ -305,6 +327,7 @@ def run_file(job: Job) -> dict[str, object] | None:
         "seconds": len(audio) / sr,
         "snr_db": marked.snr_db,
         "embed_cpu": embed_cpu,
+        "nmr": nmr,
         "results": results,
         "detect_cpu": detect_cpu,
         "unmarked": [unmarked_hits, job.unmarked, unmarked_cpu],
@@ -318,6 +341,25 @@ def run_file(job: Job) -> dict[str, object] | None:
 
 def _rate(exact: int, total: int) -> str:
     return f"{100.0 * exact / total:.1f}% ({exact}/{total})" if total else "-"
+
+
+def nmr_lines(rows: list[dict[str, object]]) -> list[str]:
+    """Mean and worst file of the mark's NMR figures, per masking model."""
+    lines = []
+    for model in ("peaq", "tmn"):
+        figures = [row["nmr"][model] for row in rows if "nmr" in row]  # type: ignore[index]
+        if not figures:
+            continue
+        total = np.array([f["total_db"] for f in figures])
+        over = np.array([f["frames_over_0db"] for f in figures])
+        disturbed = np.array([f["disturbed"] for f in figures])
+        lines.append(
+            f"Mark NMR ({model} offset, {len(figures)} files): total NMR mean "
+            f"{total.mean():.1f} dB, worst file {total.max():.1f} dB; frames with NMR > 0 dB "
+            f"mean {over.mean():.1%}, worst {over.max():.1%}; disturbed frames (a partition "
+            f"> 1.5 dB) mean {disturbed.mean():.1%}, worst {disturbed.max():.1%}."
+        )
+    return lines
 
 
 def report(rows: list[dict[str, object]], elapsed: float) -> tuple[str, dict[str, object]]:
@@ -366,6 +408,7 @@ def report(rows: list[dict[str, object]], elapsed: float) -> tuple[str, dict[str
         f"Per-file mark SNR over {len(rows)} files: min {snrs.min():.2f} dB, "
         f"median {np.median(snrs):.2f} dB, max {snrs.max():.2f} dB.",
         f"Embed: {seconds / embed_cpu:.0f}x real time on one core ({seconds / 60:.0f} min).",
+        *nmr_lines(rows),
     ]
     for key, (total, count) in det.items():
         condition, length = key.split("/")
@@ -400,6 +443,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--files", type=int, default=0, help="use only this many files (0: all)")
+    parser.add_argument(
+        "--only", nargs="+", default=(), help="run only files whose name holds one of these"
+    )
+    parser.add_argument("--conditions", nargs="+", default=(), help="decode only these")
     parser.add_argument("--json", type=Path, help="also write every number to this file")
     parser.add_argument("--report", type=Path, help="print the table of a saved --json and stop")
     args = parser.parse_args()
@@ -421,10 +468,13 @@ def main() -> None:
     # a fixed shuffled order, so that a run stopped early still covers both game corpora
     shuffled = np.random.default_rng(args.seed).permutation(len(files))
     order = sorted(shuffled, key=lambda i: not files[i].startswith("music21:"))
-    jobs = [Job(files[i], args.seed + int(i), per_file, unmarked) for i in order]
+    decode = tuple(args.conditions)
+    jobs = [Job(files[i], args.seed + int(i), per_file, unmarked, decode) for i in order]
+    # seeds and counts per file stay those of the full run, so a subset reruns its excerpts
+    jobs = [j for j in jobs if not args.only or any(o in j.path for o in args.only)]
     print(
         f"bench: {len(files)} files, {per_file} excerpts per condition, length and file, "
-        f"{unmarked} unmarked excerpts per file, {args.workers} workers",
+        f"{unmarked} unmarked excerpts per file, {args.workers} workers, {len(jobs)} jobs",
         file=sys.stderr,
     )
     rows = []

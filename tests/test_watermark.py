@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from attune.provenance import masking
 from attune.provenance import watermark as wm
 
 SR = 44100
@@ -226,3 +227,63 @@ def test_detector_statistic_ignores_volume_and_whitens_the_host() -> None:
     assert float(np.std(wm._residual(np.log(host))[:, 1:-1, 1:-1])) < 0.2
     eq = np.exp(np.linspace(-1.0, 1.0, wm.N_BANDS))  # a smooth 17 dB tilt
     assert np.abs(wm._residual(np.log(host * eq)) - wm._residual(np.log(host))).max() < 0.05
+
+
+def quiet_then_loud(seconds: float = 30.0, drop_db: float = 15.0) -> np.ndarray:
+    """Generated music whose first half is ``drop_db`` quieter than its second (a dynamic piece)."""
+    music = synth_music(seconds, seed=19)
+    gain = np.where(np.arange(len(music)) < len(music) // 2, 10 ** (-drop_db / 20), 1.0)
+    return (music * gain[:, None].astype(np.float32)).astype(np.float32)
+
+
+def mark_16k(original: np.ndarray, marked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Host and mark (marked minus host) as mono 16 kHz signals, as the masking model reads them."""
+    host = wm._resample(wm._mono(original), SR, wm.FS)
+    return host, wm._resample(wm._mono(marked), SR, wm.FS) - host
+
+
+def test_masking_threshold_scales_with_the_host_and_spreads_more_upwards() -> None:
+    freqs = np.arange(257) * masking.FS / masking.N_FFT
+    power = np.zeros((1, 257))
+    power[0, 64] = 1e6  # a loud component at 2 kHz
+    window = np.hanning(masking.N_FFT + 1)[: masking.N_FFT]
+    mask = masking.threshold(power, window)[0]
+    z = masking.bark(freqs)
+    near = np.abs(z - z[64]) < 3.0  # above the threshold in quiet: relative to the host
+    assert np.allclose(masking.threshold(4 * power, window)[0][near], 4 * mask[near], rtol=1e-6)
+    below, above = int(np.argmin(np.abs(z - (z[64] - 2)))), int(np.argmin(np.abs(z - (z[64] + 2))))
+    assert mask[above] > 10 * mask[below]  # upward spread of masking
+    assert masking.threshold(power, window, "tmn")[0][64] < mask[64] / 100  # tone masks less
+
+
+def test_mark_stays_under_the_masking_threshold_and_the_snr_floor() -> None:
+    music = quiet_then_loud()
+    result = wm.embed(music, SR, 5)
+    assert result.snr_db >= 30.0
+    assert wm.mark_snr_db(music, result.audio) == pytest.approx(result.snr_db, abs=0.01)
+    nmr = masking.noise_to_mask(*mark_16k(music, result.audio), band=(wm.F_LO, wm.F_HI))
+    assert nmr.total_db < -6.0
+    assert nmr.disturbed < 0.02  # frames with a partition > 1.5 dB over the threshold
+
+
+def test_quiet_passages_get_more_mark_and_decode_under_noise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    music = quiet_then_loud()
+    rng = np.random.default_rng(20)
+    noise = rng.standard_normal(music.shape) * np.sqrt(np.mean(music**2) / 100)  # 20 dB SNR
+    quiet = slice(2 * SR, 12 * SR)  # 10 s inside the quiet half
+
+    def quiet_evidence() -> tuple[float, wm.Detection]:
+        """Mark-to-host ratio in the quiet half and the detection of a noisy quiet excerpt."""
+        result = wm.embed(music, SR, 77)
+        ratio = wm.mark_snr_db(music[quiet], result.audio[quiet])
+        noisy = result.audio + noise.astype(np.float32)
+        return ratio, wm.detect(noisy[quiet], SR)
+
+    snr_quiet, found = quiet_evidence()
+    monkeypatch.setattr(wm, "LIFT_MAX", 1.0)  # the relative level of before the frame lift
+    snr_flat, found_flat = quiet_evidence()
+    assert snr_quiet < snr_flat - 3.0  # more of the budget goes to the quiet passage
+    assert found.output_id == 77
+    assert found_flat.output_id is None  # a flat relative level is swamped by the noise

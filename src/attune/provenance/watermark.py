@@ -12,10 +12,13 @@ Design (details and the false-accept derivation in docs/PROVENANCE.md):
 * The payload is 64 bits: the 32-bit output id and 32 check bits (a keyed BLAKE2b of the id),
   whitened and protected by a tail-biting convolutional code (K=7, rate 1/3); 10 % of the
   cells are pilots used to find the time offset.
-* Strength is set per file so that the mark's SNR equals ``target_snr_db`` (>= 30 dB), and per
+* Strength is set per file so that the mark's SNR equals ``target_snr_db`` (>= 30 dB).  Per
   cell it leans towards quieter cells of each frame (log-domain evidence costs less energy
-  there), capped so that no cell's amplitude changes by more than ``max_gain`` (0.7); a file whose
-  band is too quiet to take the full budget under that cap gets a weaker mark (higher SNR).
+  there) and towards frames quieter than the file's loud ones (so that noise set against the
+  whole recording does not swamp quiet passages), and it is capped twice: under the host's
+  masking threshold (``masking``: 0.5-Bark partitions, spreading, PEAQ's offset, 3 dB margin)
+  and so that no cell's amplitude changes by more than ``max_gain`` (0.7).  A file whose band
+  cannot hide the full budget under those caps gets a weaker mark (higher SNR).
 * The detector's statistic per cell is its log energy minus a linear prediction of the host
   from the neighbouring cells in time and frequency and the frame levels (fitted on unmarked
   music), weighted by the gain the embedder gives such a cell over the local variance of the
@@ -39,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import fft
 
+from attune.provenance import masking
 from attune.provenance._audio_io import read_audio, write_audio
 
 __all__ = [
@@ -83,6 +87,10 @@ SHAPE_EXP: Final[float] = 0.75
 SHAPE_LO: Final[float] = 0.1
 SHAPE_HI: Final[float] = 10.0
 G_MAX: Final[float] = 0.7
+LIFT_EXP: Final[float] = 1.0
+LIFT_PERCENTILE: Final[float] = 75.0
+LIFT_MAX: Final[float] = 10.0
+MASK_MARGIN: Final[float] = 0.7
 MAX_CORRECTION: Final[float] = 1.3
 PREDICT_TIME: Final[float] = 0.48
 PREDICT_FREQ: Final[float] = 0.30
@@ -321,8 +329,9 @@ def _watermark_16k(
 ) -> tuple[Audio, float]:
     """The mark at 16 kHz and its strength: cell gains synthesised in band only.
 
-    Each cell's gain is ``signs x min(strength x shape, max_gain)``; ``strength`` is found by
-    bisection so that the mark's energy is ``budget`` times the energy of ``mid``.
+    Each cell's gain is ``signs x min(strength x shape x lift, mask cap, max_gain)``
+    (``_cell_shape``, ``_frame_lift``, ``_mask_cap``); ``strength`` is found by bisection so
+    that the mark's energy is ``budget`` times the energy of ``mid``.
     """
     half = HOP // 2
     per_cell = CELL // HOP
@@ -335,19 +344,22 @@ def _watermark_16k(
     band = np.searchsorted(_band_edges(), freqs, side="right") - 1
     in_band = (band >= 0) & (band < N_BANDS)
     lo, hi = int(np.argmax(in_band)), int(len(in_band) - np.argmax(in_band[::-1]))
-    sub = spec[:, lo:hi]
-    power = sub.real**2 + sub.imag**2
-    total = float(np.sum(spec.real**2 + spec.imag**2))
+    full = spec.real**2 + spec.imag**2
+    power = full[:, lo:hi]
+    total = float(np.sum(full))
     to_band = (band[lo:hi, None] == np.arange(N_BANDS)[None, :]).astype(np.float32)
     per_frame = np.zeros((n_cells * per_cell, N_BANDS))
     per_frame[: len(frames)] = power.astype(np.float32) @ to_band
     energy = per_frame.reshape(n_cells, per_cell, N_BANDS).sum(axis=1)
-    shape = _cell_shape(energy)
-    strength = _strength(shape, energy, budget * total, max_gain)
-    gains = signs[np.arange(n_cells) % PERIOD] * np.minimum(strength * shape, max_gain)
+    mask = np.full((n_cells * per_cell, N_BANDS), np.inf)
+    mask[: len(frames)] = masking.threshold(full, window)[:, lo:hi] @ to_band
+    limit = np.minimum(_mask_cap(per_frame, mask), max_gain)
+    shape = _cell_shape(energy) * _frame_lift(energy)
+    strength = _strength(shape, energy, budget * total, limit)
+    gains = signs[np.arange(n_cells) % PERIOD] * np.minimum(strength * shape, limit)
     cell_of_frame = np.arange(len(frames)) // per_cell
     marked = np.zeros_like(spec)
-    marked[:, lo:hi] = sub * gains[cell_of_frame][:, band[lo:hi]]
+    marked[:, lo:hi] = spec[:, lo:hi] * gains[cell_of_frame][:, band[lo:hi]]
     out_frames = fft.irfft(marked, n=N_FFT, axis=1).astype(np.float32) * window
     out = np.zeros(len(padded), np.float32)
     step = N_FFT // HOP
@@ -357,12 +369,12 @@ def _watermark_16k(
     return out[half : half + len(mid)], strength
 
 
-def _strength(shape: Floats, energy: Floats, target: float, max_gain: float) -> float:
+def _strength(shape: Floats, energy: Floats, target: float, limit: Floats) -> float:
     """Bisect the strength whose capped cell gains put ``target`` energy into the mark."""
-    lo, hi = 0.0, max_gain / max(float(shape.min()), EPS)
+    lo, hi = 0.0, float(limit.max()) / max(float(shape.min()), EPS)
     for _ in range(40):
         mid = 0.5 * (lo + hi)
-        if float(np.sum(np.minimum(mid * shape, max_gain) ** 2 * energy)) > target:
+        if float(np.sum(np.minimum(mid * shape, limit) ** 2 * energy)) > target:
             hi = mid
         else:
             lo = mid
@@ -374,6 +386,33 @@ def _cell_shape(energy: Floats) -> Floats:
     frame_level = np.exp(np.mean(np.log(energy + EPS), axis=1, keepdims=True))
     ratio = (frame_level / (energy + EPS)) ** SHAPE_EXP
     return np.asarray(np.clip(ratio, SHAPE_LO, SHAPE_HI), dtype=np.float64)
+
+
+def _frame_lift(energy: Floats) -> Floats:
+    """Relative gain per cell row: larger in frames quieter than the file's loud frames.
+
+    White noise or a codec's noise floor set against a whole recording swamps a mark whose
+    relative level is the same in quiet passages as in loud ones.  The lift is ``(reference /
+    frame level)^LIFT_EXP`` in energy (frame level: geometric mean of its cells; reference: the
+    LIFT_PERCENTILE of frame levels), clipped to 1..LIFT_MAX: with LIFT_EXP = 1 the relative
+    gain grows as the inverse of the frame's energy, the best use of an energy budget when the
+    detector's noise does not depend on level.  The mask cap decides how much the host hides.
+    """
+    level = np.mean(np.log(energy + EPS), axis=1, keepdims=True)
+    reference = np.percentile(level, LIFT_PERCENTILE)
+    return np.asarray(np.clip(np.exp(LIFT_EXP * (reference - level)), 1.0, LIFT_MAX))
+
+
+def _mask_cap(energy: Floats, mask: Floats) -> Floats:
+    """Largest relative gain per cell that keeps the mark under the masking threshold.
+
+    ``energy`` and ``mask`` are per STFT frame and band (frames, bands); a gain ``g`` puts
+    ``g^2 x energy`` of mark into a frame, so the cap is the square root of the smallest
+    mask-to-energy ratio over the cell's frames, times MASK_MARGIN.
+    """
+    per_cell = CELL // HOP
+    ratio = (mask / (energy + EPS)).reshape(-1, per_cell, energy.shape[1]).min(axis=1)
+    return np.asarray(MASK_MARGIN * np.sqrt(ratio))
 
 
 def embed(
