@@ -397,53 +397,46 @@ def run_queries(ix: Index, refs: dict[int, np.ndarray], c: Corpus, per_cell: int
     return cells
 
 
-def _sweep_chunk(args: tuple[str, list[tuple[str, float, str]]]) -> list[str]:
-    """Run distractor queries (path, start, condition) on the index at ``args[0]`` in a worker;
-    return a description of each false positive."""
+def _top_hits(args: tuple[str, list[tuple[str, float, str]]]) -> list[Hit | None]:
+    """Run 10 s queries (path, start, condition) on the index at ``args[0]`` in a worker; return
+    each query's top hit, or None."""
     where, jobs = args
     ix = Index.open(where)
     conds = conditions()
-    found = []
+    out = []
     with tempfile.TemporaryDirectory() as tmpdir:
         for path, start, name in jobs:
-            y = conds[name][1](excerpt(Path(path), start, 12.0), Path(tmpdir))
+            factor, transform = conds[name]
+            y = transform(excerpt(Path(path), start, 10 * max(1.0, factor) + 1), Path(tmpdir))
             hits = identify(ix, resample(y[: 10 * SR], SR, fp.SR))
-            if hits:
-                h = hits[0]
-                found.append(f"{Path(path).name} at {start:.1f} s, {name}: recording "
-                             f"{h.recording_id}, score {h.score}, confidence {h.confidence:.3f}")
-    return found
+            out.append(hits[0] if hits else None)
+    return out
+
+
+def _in_two_processes(where: Path, jobs: list[tuple[str, float, str]]) -> list[Hit | None]:
+    """:func:`_top_hits` of every job, split over 2 processes; results in job order."""
+    with ProcessPoolExecutor(2) as pool:
+        parts = list(pool.map(_top_hits, [(str(where), jobs[k::2]) for k in range(2)]))
+    out: list[Hit | None] = [None] * len(jobs)
+    out[0::2], out[1::2] = parts
+    return out
 
 
 def distractor_sweep(where: Path, c: Corpus, n: int, seed: int) -> tuple[int, list[str]]:
     """``n`` more 10 s distractor queries, attune only, conditions in turn, on 2 processes:
-    enough queries that none matching bounds the false-positive rate near 0.1%."""
+    enough queries that none matching bounds the false-positive rate near 0.1%. Returns ``n``
+    and a description of each false positive."""
     rng = np.random.default_rng(seed + 1000)
     durations = {p: duration(p) for p in c.distractors}
     usable = [p for p in c.distractors if durations[p] > 14]
     names = list(conditions())
     jobs = [(str(p), float(rng.uniform(0, durations[p] - 13)), names[i % len(names)])
             for i, p in enumerate(usable[j] for j in rng.integers(0, len(usable), n))]
-    chunks = [(str(where), jobs[k::2]) for k in range(2)]
-    with ProcessPoolExecutor(2) as pool:
-        found = [f for part in pool.map(_sweep_chunk, chunks) for f in part]
+    found = [f"{Path(path).name} at {start:.1f} s, {name}: recording {h.recording_id}, score "
+             f"{h.score}, confidence {h.confidence:.3f}"
+             for (path, start, name), h in zip(jobs, _in_two_processes(where, jobs), strict=True)
+             if h is not None]
     return n, found
-
-
-def _hit_chunk(args: tuple[str, list[tuple[int, str, float, str]]]) -> list[tuple[str, bool]]:
-    """Run 10 s catalog queries (recording, path, start, condition) in a worker; return
-    (condition, top-1 right) per query."""
-    where, jobs = args
-    ix = Index.open(where)
-    conds = conditions()
-    out = []
-    with tempfile.TemporaryDirectory() as tmpdir:
-        for rid, path, start, name in jobs:
-            factor, transform = conds[name]
-            y = transform(excerpt(Path(path), start, 10 * max(1.0, factor) + 1), Path(tmpdir))
-            hits = identify(ix, resample(y[: 10 * SR], SR, fp.SR))
-            out.append((name, bool(hits) and hits[0].recording_id == rid))
-    return out
 
 
 def hit_sweep(where: Path, c: Corpus, per_condition: int, seed: int) -> dict[str, tuple[int, int]]:
@@ -452,15 +445,15 @@ def hit_sweep(where: Path, c: Corpus, per_condition: int, seed: int) -> dict[str
     rng = np.random.default_rng(seed + 2000)
     durations = {rid: duration(p) for rid, p in c.catalog.items()}
     usable = [rid for rid, d in durations.items() if d > 14]
-    jobs = [(int(rid), str(c.catalog[rid]), float(rng.uniform(0, durations[rid] - 13)), name)
-            for name in conditions() for rid in rng.choice(usable, per_condition)]
-    chunks = [(str(where), jobs[k::2]) for k in range(2)]
+    picks, jobs = [], []
+    for name in conditions():  # draws in the order of the recorded runs
+        for rid in rng.choice(usable, per_condition):
+            picks.append((int(rid), name))
+            jobs.append((str(c.catalog[rid]), float(rng.uniform(0, durations[rid] - 13)), name))
     counts = {name: (0, 0) for name in conditions()}
-    with ProcessPoolExecutor(2) as pool:
-        for part in pool.map(_hit_chunk, chunks):
-            for name, right in part:
-                k, n = counts[name]
-                counts[name] = (k + right, n + 1)
+    for (rid, name), h in zip(picks, _in_two_processes(where, jobs), strict=True):
+        k, n = counts[name]
+        counts[name] = (k + (h is not None and h.recording_id == rid), n + 1)
     return counts
 
 
