@@ -314,7 +314,7 @@ def _index_with(where: Path, catalog: dict[int, np.ndarray], peaks: bool) -> Pat
     return where
 
 
-def test_lookup_accept_and_stop_list(index: Index, catalog: dict[int, np.ndarray]) -> None:
+def test_lookup_accept_and_budget(index: Index, catalog: dict[int, np.ndarray]) -> None:
     tri = fingerprint(catalog[101][: 10 * SR])
     keys = fp.hash_keys(tri)
     everything = index.lookup(keys)
@@ -322,8 +322,14 @@ def test_lookup_accept_and_stop_list(index: Index, catalog: dict[int, np.ndarray
     assert len(everything.rids) > 0 and len(none.rids) == 0
     odd = index.lookup(keys, lambda probe, values: probe % 2 == 1)
     assert np.array_equal(np.sort(odd.probe), np.sort(everything.probe[everything.probe % 2 == 1]))
-    stopped = index.lookup(keys, stop_factor=1.0, stop_min=0)  # drops every above-mean key
-    assert 0 < len(stopped.rids) < len(everything.rids)
+    budget = len(everything.rids) // 2
+    rarest = index.lookup(keys, budget=budget)
+    assert 0 < len(rarest.rids) <= budget
+    per_key = dict(zip(*np.unique(keys[everything.probe], return_counts=True), strict=True))
+    read = set(keys[rarest.probe].tolist())
+    skipped = set(per_key) - read
+    assert skipped and max(per_key[k] for k in read) <= min(per_key[k] for k in skipped)
+    assert index.lookup(keys, budget=len(everything.rids)).rids.size == everything.rids.size
 
 
 def test_populated_index_answers_the_same(tmp_path: Path, catalog: dict[int, np.ndarray]) -> None:
@@ -333,3 +339,27 @@ def test_populated_index_answers_the_same(tmp_path: Path, catalog: dict[int, np.
     populated = identify(Index.open(tmp_path / "ix", populate=True), query)
     assert plain == populated and plain[0].recording_id == 102
     assert isinstance(tune_allocator(), bool)
+
+
+def test_crowded_keeps_every_vote_of_a_strong_cell_pair() -> None:
+    """The linear-time prefilter against a full count: it drops chance votes, never evidence."""
+    from attune.identify.matcher import MIN_VOTES, _crowded
+
+    rng = np.random.default_rng(4)
+    rid = rng.integers(0, 5_000, 300_000)
+    window = rng.integers(0, 3, 300_000)
+    offset_bin = rng.integers(0, 2_000, 300_000)
+    planted = [(17, 1, 500, 3), (17, 1, 501, 1), (900, 0, 7, 2), (900, 0, 8, 2), (42, 2, 0, 4)]
+    for r, w, b, n in planted:
+        rid = np.r_[rid, [r] * n]
+        window = np.r_[window, [w] * n]
+        offset_bin = np.r_[offset_bin, [b] * n]
+    cell = (rid << 31) | (window << 17) | offset_bin
+    keep = _crowded(cell)
+    uniq, counts = np.unique(cell, return_counts=True)
+    count = dict(zip(uniq.tolist(), counts.tolist(), strict=True))
+    strong = [c for c in uniq.tolist() if count[c] + count.get(c + 1, 0) >= MIN_VOTES]
+    assert {(17 << 31) | (1 << 17) | 500, (900 << 31) | 7, (42 << 31) | (2 << 17)} <= set(strong)
+    must = np.isin(cell, [c + d for c in strong for d in (-1, 0, 1)])
+    assert keep[must].all()
+    assert keep.mean() < 0.5  # most chance votes are alone in their cells and dropped

@@ -231,15 +231,15 @@ class Index:
 
     def lookup(self, keys: U32,
                accept: Callable[[NDArray[np.int64], U32], NDArray[np.bool_]] | None = None,
-               stop_factor: float | None = None, stop_min: int = 64) -> Candidates:
+               budget: int | None = None) -> Candidates:
         """Every live entry whose key equals one of ``keys``.
 
         ``accept(probe, values)``, if given, is a cheap test on the packed values of the entries
         found for each probe position; entries it rejects are dropped before their recording ids
-        are read (on a sharded index, the test runs at the shard). With ``stop_factor``, keys
-        holding more than ``stop_factor`` times the mean entries of the probed keys (and more than
-        ``stop_min``) are skipped: the commonest patterns bring most chance entries and little
-        evidence. Segments are read in key order, so the memory maps are touched sequentially.
+        are read (on a sharded index, the test runs at the shard). With ``budget``, at most that
+        many entries are read: the probes of the rarest keys first, and the commonest keys, which
+        bring most chance entries and the least evidence, are skipped once it is spent. Segments
+        are read in key order, so the memory maps are touched sequentially.
         """
         probes, rids, values = [], [], []
         distinct, inverse = np.unique(keys, return_inverse=True)  # sorted probes: local searches
@@ -247,11 +247,14 @@ class Index:
         bounds = [(np.searchsorted(seg.keys, distinct, side="left").astype(np.int64),
                    np.searchsorted(seg.keys, distinct, side="right").astype(np.int64))
                   for seg in self._segments]
-        if stop_factor is not None and bounds and len(distinct):
-            total = np.sum([hi - lo for lo, hi in bounds], axis=0)
-            heavy = total > max(stop_min, stop_factor * float(total.mean()))
-            bounds = [(lo, np.where(heavy, lo, hi)) for lo, hi in bounds]
         n_probes = np.bincount(inverse, minlength=len(distinct))
+        if budget is not None and bounds and len(distinct):
+            cost = np.sum([hi - lo for lo, hi in bounds], axis=0) * n_probes
+            if cost.sum() > budget:
+                rarest = np.argsort(cost, kind="stable")
+                skip = np.zeros(len(distinct), dtype=bool)
+                skip[rarest[np.cumsum(cost[rarest]) > budget]] = True
+                bounds = [(lo, np.where(skip, lo, hi)) for lo, hi in bounds]
         single = bool(np.all(n_probes == 1))
         by_key = np.argsort(inverse, kind="stable")  # probe positions grouped by distinct key
         first_probe = np.concatenate([[0], np.cumsum(n_probes)[:-1]])
