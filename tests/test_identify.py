@@ -363,3 +363,23 @@ def test_crowded_keeps_every_vote_of_a_strong_cell_pair() -> None:
     must = np.isin(cell, [c + d for c in strong for d in (-1, 0, 1)])
     assert keep[must].all()
     assert keep.mean() < 0.5  # most chance votes are alone in their cells and dropped
+
+
+@pytest.mark.parametrize(("size", "span", "base"), [
+    (0, 2**26, 0), (1, 2**26, 0), (5_000, 2**26, 0), (300_000, 2**26, 0), (300_000, 2**26, 7),
+    (300_000, 30_000, 0), (300_000, 30_000, 10**7)])
+def test_directory_search_equals_searchsorted(size: int, span: int, base: int) -> None:
+    """The directory's search against numpy's, on skewed keys and out-of-range targets, with
+    slots searched (keys spread wide) and slots read off (keys dense: a slot per key value)."""
+    from attune.identify.index import _Directory
+
+    rng = np.random.default_rng(size)
+    keys = np.sort(np.r_[rng.zipf(1.3, size) % span, rng.integers(0, span, size // 10)]
+                   ).astype(np.uint32)[:size] + np.uint32(base)
+    directory = _Directory.build(keys)
+    if size >= 5_000:
+        assert (directory.shift == 0) == (span < size)
+    targets = np.sort(np.r_[rng.integers(0, base + span + 5, 4_000), keys[:: max(1, size // 97)],
+                            keys[-1:].astype(np.int64) + 1, [0, 2**32 - 1]]).astype(np.int64)
+    found = directory.first_at_least(keys, targets)
+    assert np.array_equal(found, np.searchsorted(keys, targets))

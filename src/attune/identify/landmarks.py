@@ -311,14 +311,18 @@ def pack_values(tri: Triplets, keys: KeyArray) -> KeyArray:
     return (frame << np.uint32(12)) | (pitch << np.uint32(6)) | span
 
 
-def unpack_values(v: KeyArray, keys: KeyArray) -> tuple[NDArray[np.float64], NDArray[np.float64],
-                                                        NDArray[np.float64]]:
-    """Inverse of :func:`pack_values` given the entries' keys: anchor frame, pitch and span."""
+def unpack_values(v: KeyArray, keys: KeyArray, at: NDArray[np.int64] | None = None
+                  ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Inverse of :func:`pack_values`: anchor frame, pitch and span of entries whose keys are
+    ``keys``, or ``keys[at]`` when given (the dither is then computed once per key)."""
     v = v.astype(np.uint32)
+    pitch_dither, span_dither = _dither(keys, 1), _dither(keys, 2)
+    if at is not None:
+        pitch_dither, span_dither = pitch_dither[at], span_dither[at]
     return (
         (v >> np.uint32(12)).astype(np.float64),
-        ((v >> np.uint32(6)) & np.uint32(63)).astype(np.float64) - _dither(keys, 1),
-        (v & np.uint32(63)).astype(np.float64) - _dither(keys, 2),
+        ((v >> np.uint32(6)) & np.uint32(63)).astype(np.float64) - pitch_dither,
+        (v & np.uint32(63)).astype(np.float64) - span_dither,
     )
 
 
