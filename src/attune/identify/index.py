@@ -18,7 +18,7 @@ import json
 import math
 import mmap
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -283,17 +283,13 @@ class Index:
             return None
         return np.asarray(seg.peaks[seg.peakrec[i, 1] : seg.peakrec[i, 2]])
 
-    def lookup(self, keys: U32,
-               accept: Callable[[NDArray[np.int64], U32], NDArray[np.bool_]] | None = None,
-               budget: int | None = None) -> Candidates:
+    def lookup(self, keys: U32, budget: int | None = None) -> Candidates:
         """Every live entry whose key equals one of ``keys``.
 
-        ``accept(probe, values)``, if given, is a cheap test on the packed values of the entries
-        found for each probe position; entries it rejects are dropped before their recording ids
-        are read (on a sharded index, the test runs at the shard). With ``budget``, at most that
-        many entries are read: the probes of the rarest keys first, and the commonest keys, which
-        bring most chance entries and the least evidence, are skipped once it is spent. Segments
-        are read in key order, so the memory maps are touched sequentially.
+        With ``budget``, at most that many entries are read: the probes of the rarest keys first,
+        and the commonest keys, which bring most chance entries and the least evidence, are
+        skipped once it is spent. Segments are read in key order, so the memory maps are touched
+        sequentially.
         """
         probes, rids, values = [], [], []
         distinct, inverse = np.unique(keys, return_inverse=True)  # sorted probes: local searches
@@ -318,9 +314,6 @@ class Index:
             else:  # one row per (entry, probe of its key)
                 row, within = _expand(first_probe[key], first_probe[key] + n_probes[key])
                 probe = by_key[row]
-            if accept is not None:
-                ok = np.flatnonzero(accept(probe, vals[within]))
-                probe, within = probe[ok], within[ok]
             r = seg.rids[pos[within]]
             live = ~np.isin(r, dead) if len(dead) else slice(None)
             probes.append(probe[live])

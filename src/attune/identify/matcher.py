@@ -200,7 +200,12 @@ def _cells(v: _Votes) -> tuple[I64, I64]:
     return np.concatenate(keys), np.concatenate(owners)
 
 
-def _crowded(cell: I64) -> NDArray[np.bool_]:
+_FIBONACCI = np.uint64(0x9E3779B97F4A7C15).view(np.int64)  # 2^64 / golden ratio, as int64
+_MURMUR = np.uint64(0xC2B2AE3D27D4EB4F).view(np.int64)  # another odd multiplier (MurmurHash3)
+
+
+def _crowded(cell: I64, multiplier: np.int64 = _FIBONACCI, spare_bits: int = 1
+             ) -> NDArray[np.bool_]:
     """Votes that may belong to a cell pair with MIN_VOTES votes, found in linear time.
 
     Votes are counted in groups of four offset bins, in a table where a recording's window is
@@ -208,19 +213,35 @@ def _crowded(cell: I64) -> NDArray[np.bool_]:
     next to it hold MIN_VOTES votes. Every vote of a cell pair (b, b+1) that reaches MIN_VOTES,
     and of bin b-1, is kept (collisions in the table only keep more), so the cells refined
     below and their members are exactly those a full count would give, for a fraction of the
-    sorting: on a large index, chance votes are mostly alone in their cells.
+    sorting: on a large index, chance votes are mostly alone in their cells. The table has
+    2**spare_bits slots per vote (rounded up); a second count with another hash, over the votes
+    the first kept, drops most of those kept by collisions.
     """
-    bits = int(np.clip(math.ceil(math.log2(len(cell))) + 1, 10, 23))
-    mixed = (cell >> 17).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    slot = (mixed >> np.uint64(64 - bits)).astype(np.int64) + ((cell & (2**17 - 1)) >> 2)
-    slot &= (1 << bits) - 1
-    counts = np.bincount(slot, minlength=1 << bits)
+    bits = int(np.clip(math.ceil(math.log2(len(cell))) + spare_bits, 10, 23))
+    mask = (1 << bits) - 1
+    # Fibonacci hash of (recording, window) in wrapping int64 arithmetic: its top bits
+    hashed = (((cell >> 17) * multiplier) >> (64 - bits)) & mask
+    slot = (hashed + ((cell & (2**17 - 1)) >> 2)) & mask
+    counts = np.bincount(slot, minlength=1 << bits).astype(np.int32)
     near = counts.copy()
     near[1:] += counts[:-1]
     near[:-1] += counts[1:]
     near[0] += counts[-1]  # the table wraps around
     near[-1] += counts[0]
-    return near[slot] >= MIN_VOTES
+    crowded: NDArray[np.bool_] = near[slot] >= MIN_VOTES
+    return crowded
+
+
+def _window_votes(cell: I64, windows: I64) -> dict[int, int]:
+    """Votes per (recording, window) of ``cell`` for the given windows, in one linear pass: a
+    hashed mark table picks the votes that may be theirs, and only those are counted exactly."""
+    bits = 16
+    marked = np.zeros(1 << bits, dtype=bool)
+    marked[(((windows * _FIBONACCI) >> (64 - bits)) & ((1 << bits) - 1))] = True
+    of = cell >> 17
+    maybe = of[marked[((of * _FIBONACCI) >> (64 - bits)) & ((1 << bits) - 1)]]
+    counted = dict(zip(*np.unique(maybe, return_counts=True), strict=True))
+    return {int(w): int(counted.get(w, 0)) for w in windows}
 
 
 def _refine(v: _Votes) -> list[_Fit]:
@@ -228,11 +249,11 @@ def _refine(v: _Votes) -> list[_Fit]:
     if len(v.rid) == 0:
         return []
     cell, owner = _cells(v)
-    window_of = cell >> 17
-    keep = _crowded(cell)
-    if not keep.any():
+    keep = np.flatnonzero(_crowded(cell, spare_bits=0))  # a small table: fast, loose
+    keep = keep[_crowded(cell[keep], _MURMUR)] if len(keep) else keep
+    if not len(keep):
         return []
-    cell, owner = cell[keep], owner[keep]
+    all_cells, cell, owner = cell, cell[keep], owner[keep]
     order = np.argsort(cell)  # one sort: cells and their counts come from the sorted keys
     sorted_cell = cell[order]
     start = np.flatnonzero(np.r_[True, sorted_cell[1:] != sorted_cell[:-1]])
@@ -245,6 +266,7 @@ def _refine(v: _Votes) -> list[_Fit]:
     # sizeable share of the votes): skipping them saves most of the fitting on a large index
     floor = max(MIN_VOTES, RELATIVE_VOTES * float(paired[best[0]])) if len(best) else MIN_VOTES
     best = best[paired[best] >= floor]
+    rivals_in = _window_votes(all_cells, uniq[best] >> 17)
     fits: list[_Fit] = []
     extra: dict[int, tuple[list[I64], int]] = {}  # fit -> members and rivals of cells it predicts
     seen: set[int] = set()
@@ -256,7 +278,7 @@ def _refine(v: _Votes) -> list[_Fit]:
         lo = np.searchsorted(sorted_cell, key - 1)
         hi = np.searchsorted(sorted_cell, key + 2)
         members = np.unique(owner[order[lo:hi]])
-        rivals = int(np.count_nonzero(window_of == key >> 17))
+        rivals = rivals_in[key >> 17]
         host = _predicting(fits, key)
         if host is not None:  # the other window of a match already fitted: refit once, below
             more, more_rivals = extra.get(host, ([], 0))
