@@ -315,7 +315,7 @@ def unpack_values(v: KeyArray, keys: KeyArray, at: NDArray[np.int64] | None = No
                   ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Inverse of :func:`pack_values`: anchor frame, pitch and span of entries whose keys are
     ``keys``, or ``keys[at]`` when given (the dither is then computed once per key)."""
-    v = v.astype(np.uint32)
+    v = v.astype(np.uint32, copy=False)
     pitch_dither, span_dither = _dither(keys, 1), _dither(keys, 2)
     if at is not None:
         pitch_dither, span_dither = pitch_dither[at], span_dither[at]

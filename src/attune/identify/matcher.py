@@ -54,9 +54,10 @@ SURE_SCORE = 24  # fits with this many votes pass on the vote confidence without
 # Index entries one lookup reads at most, per second of query (and for no less than 2 s): the
 # rarest keys are read first and the commonest skipped. Reached only on large indexes: a 10 s
 # query (anchors spanning ~9 s) reads ~6,000 entries of a 2 h catalog and ~3 million of 1,000 h.
-# There it bounds the work of a query that matches nothing, at the price of the faintest matches
-# (docs/IDENTIFY.md).
-LOOKUP_BUDGET = 16_000
+# There it bounds the work of a query that matches nothing, at the price of the faintest matches;
+# the second look, which reverberant copies need, gets the larger share (docs/IDENTIFY.md).
+LOOKUP_BUDGET = 8_000
+DENSE_BUDGET = 48_000
 EARLY_CONFIDENCE = 0.999  # the first pass ends the search with hits this sure ...
 EARLY_COVERAGE = 0.5  # ... covering this fraction of the query
 DENSE_PEAKS = 30  # a query nothing matched is looked at again with this many peaks per window ...
@@ -132,9 +133,9 @@ def _candidates(index: Index, tri: fp.Triplets, keys: fp.KeyArray, which: I64,
     span_q64 = tri.span[qi].astype(np.float64)
     scale = span_ref / span_q64
     shift = pitch_ref - tri.pitch[qi]
-    ok = (np.abs(np.log(np.maximum(scale, 1e-3))) <= fp.MAX_LOG_TIME + 0.15) & (
-        np.abs(shift) <= fp.MAX_PITCH_SHIFT + 0.5
-    )
+    widest = fp.MAX_LOG_TIME + 0.15
+    ok = ((scale >= math.exp(-widest)) & (scale <= math.exp(widest))
+          & (np.abs(shift) <= fp.MAX_PITCH_SHIFT + 0.5))
     return _Votes(found.rids[ok], qi[ok], tri.frame[qi[ok]].astype(np.float64),
                   span_q64[ok], t_ref[ok], scale[ok], shift[ok])
 
@@ -410,6 +411,7 @@ def match(
     min_score: int = MIN_SCORE,
     min_confidence: float = MIN_CONFIDENCE,
     own_keys_only: bool = False,
+    budget: int = LOOKUP_BUDGET,
 ) -> list[Hit]:
     """The recordings of ``index`` found in a query's triplets, best first; [] means no match.
 
@@ -422,18 +424,19 @@ def match(
     hits covering most of the query (an unchanged or mildly changed copy), the search stops;
     otherwise the remaining probe keys, which reach pitch shifts and time factors across bin
     edges, are looked up and voted on together with the first pass (unless ``own_keys_only``).
+    Each lookup reads at most ``budget`` index entries per second of query, rarest keys first.
     """
     keys, which = fp.probe_keys(tri)
     own = keys == fp.hash_keys(tri)[which]
     seconds = float(np.ptp(tri.frame)) * fp.HOP / fp.SR if len(tri.frame) else 0.0
-    budget = int(LOOKUP_BUDGET * max(seconds, 2.0))
-    v = _candidates(index, tri, keys[own], which[own], budget)
+    entries = int(budget * max(seconds, 2.0))
+    v = _candidates(index, tri, keys[own], which[own], entries)
     refs: dict[int, tuple[F64, F64] | None] = {}
     hits = _hits(index, tri, v, min_score, min_confidence, peaks, refs)
     covered = sum(h.duration for h in hits if h.confidence >= EARLY_CONFIDENCE)
     if own_keys_only or (hits and covered >= EARLY_COVERAGE * seconds):
         return hits
-    more = _candidates(index, tri, keys[~own], which[~own], budget)
+    more = _candidates(index, tri, keys[~own], which[~own], entries)
     both = _Votes(*(np.concatenate([a, b]) for a, b in zip(v, more, strict=True)))
     return _hits(index, tri, both, min_score, min_confidence, peaks, refs)
 
@@ -538,7 +541,7 @@ def identify(index: Index, y: NDArray[np.float32], sr: int = fp.SR) -> list[Hit]
         return hits
     dense = fp.peaks(y, sr, per_window=DENSE_PEAKS)
     found = match(index, fp.triplets(dense, partners=DENSE_PARTNERS), peaks=dense,
-                  min_confidence=DENSE_CONFIDENCE, own_keys_only=True)
+                  min_confidence=DENSE_CONFIDENCE, own_keys_only=True, budget=DENSE_BUDGET)
     # a degraded copy matches along most of the query; a short phrase found only this way is as
     # often a musical coincidence (a 3 s phrase of an unrelated piece reached confidence 1.0)
     shortest = min(DENSE_MIN_SECONDS, 0.4 * len(y) / sr)
