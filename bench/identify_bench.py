@@ -623,6 +623,30 @@ def machine() -> str:
             f", {dt.date.today().isoformat()}")
 
 
+def scale_tables(formats: list[tuple[str, float, float, float]],
+                 scale: list[tuple[float, ...]]) -> list[str]:
+    """Markdown lines: indexing speed by format, and latency and recall at scale."""
+    lines = ["", "### Indexing speed by delivery format (x real time per CPU second; the same "
+             f"{formats[0][1] * 60:.0f} min of catalog transcoded with ffmpeg)" if formats else "",
+             "", "| format | decoding to mono 8 kHz | indexing end to end |", "|---|---|---|"]
+    lines += [f"| {name} | {dec:.0f} | {e2e:.0f} |" for name, _, dec, e2e in formats]
+    lines += ["", "### Latency at scale (clean 10 s queries; synthetic entries + the real catalog; "
+              "allocator tuned with `tune_allocator()`; as many queries per hard condition, and "
+              "as many distractor excerpts for the no-match columns)",
+              "",
+              "| index hours | segments | index size | wall p50 / p95 | CPU p50 / p95 | top-1 | "
+              + "".join(f"top-1 {name} | " for name in SCALE_HARD)
+              + "no-match queries: wall p50 / p95 | CPU p50 / p95 | false positives |",
+              "|---|---|---|---|---|---|" + "---|" * len(SCALE_HARD) + "---|---|---|"]
+    for hours, shards, gb, w50, w95, c50, c95, top1, *rest in scale:
+        hard, (dw50, dw95, dc50, dc95, fpos) = rest[: len(SCALE_HARD)], rest[len(SCALE_HARD) :]
+        lines.append(f"| {hours:,.0f} | {shards:.0f} | {gb:.1f} GB | {w50:.0f} / {w95:.0f} ms | "
+                     f"{c50:.0f} / {c95:.0f} ms | {top1:.2f} | "
+                     + "".join(f"{h:.2f} | " for h in hard)
+                     + f"{dw50:.0f} / {dw95:.0f} ms | {dc50:.0f} / {dc95:.0f} ms | {fpos:.0f} |")
+    return lines
+
+
 def report(args: argparse.Namespace, stats: IndexStats, cells: dict[tuple[str, int], Cell],
            variants: dict[str, Cell], scale: list[tuple[float, ...]], c: Corpus,
            sweep: tuple[int, list[str]], hits: dict[str, tuple[int, int]],
@@ -696,24 +720,7 @@ def report(args: argparse.Namespace, stats: IndexStats, cells: dict[tuple[str, i
               f"{np.percentile(lat, 50):.0f} / {np.percentile(lat, 95):.0f} ms | - |",
               f"| 10 s query on the catalog index, CPU time p50 / p95 | "
               f"{np.percentile(cpu, 50):.0f} / {np.percentile(cpu, 95):.0f} ms | - |"]
-    lines += ["", "### Indexing speed by delivery format (x real time per CPU second; the same "
-              f"{formats[0][1] * 60:.0f} min of catalog transcoded with ffmpeg)" if formats else "",
-              "", "| format | decoding to mono 8 kHz | indexing end to end |", "|---|---|---|"]
-    lines += [f"| {name} | {dec:.0f} | {e2e:.0f} |" for name, _, dec, e2e in formats]
-    lines += ["", "### Latency at scale (clean 10 s queries; synthetic entries + the real catalog; "
-              "allocator tuned with `tune_allocator()`; as many queries per hard condition, and "
-              "as many distractor excerpts for the no-match columns)",
-              "",
-              "| index hours | segments | index size | wall p50 / p95 | CPU p50 / p95 | top-1 | "
-              + "".join(f"top-1 {name} | " for name in SCALE_HARD)
-              + "no-match queries: wall p50 / p95 | CPU p50 / p95 | false positives |",
-              "|---|---|---|---|---|---|" + "---|" * len(SCALE_HARD) + "---|---|---|"]
-    for hours, shards, gb, w50, w95, c50, c95, top1, *rest in scale:
-        hard, (dw50, dw95, dc50, dc95, fpos) = rest[: len(SCALE_HARD)], rest[len(SCALE_HARD) :]
-        lines.append(f"| {hours:,.0f} | {shards:.0f} | {gb:.1f} GB | {w50:.0f} / {w95:.0f} ms | "
-                     f"{c50:.0f} / {c95:.0f} ms | {top1:.2f} | "
-                     + "".join(f"{h:.2f} | " for h in hard)
-                     + f"{dw50:.0f} / {dw95:.0f} ms | {dc50:.0f} / {dc95:.0f} ms | {fpos:.0f} |")
+    lines += scale_tables(formats, scale)
     if sweep[1]:
         lines += ["", "False positives among the extra distractor queries:", ""]
         lines += [f"- {f}" for f in sweep[1]]
@@ -754,7 +761,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--write-docs", action="store_true", help="update docs/BENCHMARKS.md")
     ap.add_argument("--scale-only", action="store_true",
-                    help="only index the catalog and measure the synthetic indexes")
+                    help="only index the catalog, time indexing per format and measure the "
+                    "synthetic indexes (prints those tables)")
     args = ap.parse_args()
     args.per_cell = args.per_cell or (6 if args.quick else 16)
     args.distractors = args.distractors or (3 if args.quick else 8)
@@ -787,6 +795,7 @@ def main() -> None:
                 shutil.rmtree(where, ignore_errors=True)
             print(f"  {scale[-1]}", file=sys.stderr)
         if args.scale_only:
+            print("\n".join([f"Run: {machine()}", *scale_tables(formats, scale)]))
             return
         print("querying ...", file=sys.stderr)
         cells = run_queries(ix, refs, c, args.per_cell, args.distractors, args.seed)
