@@ -380,3 +380,25 @@ def test_directory_search_equals_searchsorted(size: int, span: int, base: int) -
                             keys[-1:].astype(np.int64) + 1, [0, 2**32 - 1]]).astype(np.int64)
     found = directory.first_at_least(keys, targets)
     assert np.array_equal(found, np.searchsorted(keys, targets))
+
+
+def test_identify_reads_within_its_budget(index: Index, catalog: dict[int, np.ndarray],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every lookup of a query is given a budget of entries per second of query."""
+    from attune.identify import matcher
+
+    budgets: list[int | None] = []
+    lookup = Index.lookup
+
+    def spy(self: Index, keys: np.ndarray, budget: int | None = None) -> object:
+        budgets.append(budget)
+        return lookup(self, keys, budget)
+
+    monkeypatch.setattr(Index, "lookup", spy)
+    query = catalog[103][12 * SR : 22 * SR]
+    assert identify(index, query)[0].recording_id == 103
+    assert budgets and all(b is not None and 8 * matcher.LOOKUP_BUDGET <= b
+                           <= 10 * matcher.LOOKUP_BUDGET for b in budgets)
+    monkeypatch.setattr(matcher, "LOOKUP_BUDGET", 0)
+    monkeypatch.setattr(matcher, "DENSE_BUDGET", 0)
+    assert identify(index, query) == []  # nothing read, nothing found

@@ -411,7 +411,7 @@ def match(
     min_score: int = MIN_SCORE,
     min_confidence: float = MIN_CONFIDENCE,
     own_keys_only: bool = False,
-    budget: int = LOOKUP_BUDGET,
+    budget: int | None = None,
 ) -> list[Hit]:
     """The recordings of ``index`` found in a query's triplets, best first; [] means no match.
 
@@ -424,12 +424,13 @@ def match(
     hits covering most of the query (an unchanged or mildly changed copy), the search stops;
     otherwise the remaining probe keys, which reach pitch shifts and time factors across bin
     edges, are looked up and voted on together with the first pass (unless ``own_keys_only``).
-    Each lookup reads at most ``budget`` index entries per second of query, rarest keys first.
+    Each lookup reads at most ``budget`` index entries per second of query (default
+    LOOKUP_BUDGET), rarest keys first.
     """
     keys, which = fp.probe_keys(tri)
     own = keys == fp.hash_keys(tri)[which]
     seconds = float(np.ptp(tri.frame)) * fp.HOP / fp.SR if len(tri.frame) else 0.0
-    entries = int(budget * max(seconds, 2.0))
+    entries = int((LOOKUP_BUDGET if budget is None else budget) * max(seconds, 2.0))
     v = _candidates(index, tri, keys[own], which[own], entries)
     refs: dict[int, tuple[F64, F64] | None] = {}
     hits = _hits(index, tri, v, min_score, min_confidence, peaks, refs)
