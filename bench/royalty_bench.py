@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from attune.royalties.ingest import totals_path, write_totals
+from attune.royalties.ingest import listens_paths, totals_path, write_listens, write_totals
 
 PERIOD = "2026-10"
 LABELS = 1000
@@ -127,6 +127,8 @@ def generate_usage(out: Path, rows: int, recordings: int, outputs: int) -> list[
         if path.exists():
             if not totals_path(path).exists():
                 write_totals(path)
+            if not listens_paths(path)[0].exists():
+                write_listens(path)
             continue
         size = min(chunk, rows - start)
         con.execute(f"""
@@ -148,7 +150,8 @@ def generate_usage(out: Path, rows: int, recordings: int, outputs: int) -> list[
                 FROM (SELECT i, hash(i) AS h FROM range({start}, {start + size}) t(i))
             ) TO '{path}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)
         """)  # fmt: skip
-        write_totals(path)  # the item rollup ingest writes beside every report
+        write_totals(path)  # the side files ingest writes beside every report: item rollup
+        write_listens(path)  # and integer-coded ISRC lines
     return paths
 
 
@@ -387,8 +390,8 @@ def main() -> None:
     results: list[tuple[str, int, float, float, float, float, str]] = []
     if not args.skip_ingest:
         ing = in_child(measure_ingest, args.out, args.ingest_rows, args.recordings)
-        results.append(("ingest CSV (parse, validate, Parquet)", ing["rows"], ing["seconds"],
-                        ing["cpu"], ing["peak_mib"], ing["load"], ""))  # fmt: skip
+        results.append(("ingest CSV (parse, validate, Parquet, side files)", ing["rows"],
+                        ing["seconds"], ing["cpu"], ing["peak_mib"], ing["load"], ""))  # fmt: skip
         print(results[-1], flush=True)  # fmt: skip
     duck_10m = None
     for rows in sizes:

@@ -8,7 +8,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from attune.royalties.ingest import USAGE_SCHEMA, UsageFileError, parse_csv, totals_path
+from attune.royalties.ingest import (
+    USAGE_SCHEMA,
+    UsageFileError,
+    listens_paths,
+    parse_csv,
+    totals_path,
+)
 from tests.test_royalties_world import write_csv
 
 
@@ -65,6 +71,22 @@ def test_every_line_keeps_its_number_and_exact_amounts(tmp_path: Path) -> None:
     assert sum(int(t["units"]) for t in totals) == parsed.units
     items = {(str(r[1]).strip().upper(), str(r[4]).upper().replace("-", "")) for r in rows}
     assert len(totals) == len(items)
+    # The integer-coded ISRC lines decode, through their keys, to the stored ISRC lines.
+    listens, keys = listens_paths(stored)
+    names: dict[tuple[str, int], str] = {
+        (k["kind"], k["no"]): k["value"] for k in pq.read_table(keys).to_pylist()
+    }
+    decoded = sorted(
+        (names["item", c["item_no"]], names["listener", c["listener_no"]],
+         names["territory", c["territory_no"]], names["currency", c["currency_no"]],
+         c["units"], c["revenue"])
+        for c in pq.read_table(listens).to_pylist()
+    )  # fmt: skip
+    assert decoded == sorted(
+        (r["item"], r["listener"] or "", r["territory"], r["currency"], r["units"], r["revenue"])
+        for r in table.to_pylist()
+        if r["item_kind"] == "isrc"
+    )
 
 
 def test_problems_are_named_by_line_and_field_in_line_order(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from attune.royalties import split
 from attune.royalties.allocate import Snapshot, allocate, snapshot
-from attune.royalties.ingest import USAGE_SCHEMA, write_parquet, write_totals
+from attune.royalties.ingest import USAGE_SCHEMA, write_listens, write_parquet, write_totals
 from attune.royalties.money import div_half_even, largest_remainder
 
 SETTINGS = settings(
@@ -92,7 +92,8 @@ def test_products_beyond_64_bits_fall_back_to_exact_integers() -> None:
 
 
 def test_expand_joins_dense_and_sparse_keys_alike() -> None:
-    """The equi-join helper gives the same matches by lookup table (dense) and by search."""
+    """The equi-join helper gives the same matches by lookup table (dense) and by search, with
+    repeated keys or (the direct path) unique ones."""
     keys = np.array([7, 0, 1, 3, 9, -5, 1], dtype=np.int64)
     dense = np.array([1, 1, 3, 7, 7, 7], dtype=np.int64)
     sparse = np.append(dense, 10**12)
@@ -100,6 +101,10 @@ def test_expand_joins_dense_and_sparse_keys_alike() -> None:
     for sorted_keys in (dense, sparse):
         left, right = split.expand(keys, sorted_keys)
         assert (left.tolist(), right.tolist()) == expected
+    unique = split.SortedKeys(np.array([1, 3, 7, 8], dtype=np.int64))
+    assert unique.unique
+    left, right = unique.expand(keys)
+    assert (left.tolist(), right.tolist()) == ([0, 2, 3, 6], [2, 0, 1, 0])
 
 
 @given(st.integers(-(10**15), 10**15), st.integers(1, 10**9))
@@ -248,14 +253,21 @@ def test_allocation_conserves_is_non_negative_deterministic_and_idempotent(
     # Idempotency: reading the same usage twice (a duplicate file) is not the same as once,
     # which is why ingest refuses duplicates; one file read once always gives one answer.
     assert allocate([path], snap, "2026-10").digest() == result.digest()
-    # The ingest-time rollup stands in for the lines: same result, with or without it, and
-    # with one file rolled up and another not.
+    # The ingest-time side files (item rollup, integer-coded ISRC lines) stand in for the
+    # lines: same result with or without them, with one file coded and another not, and with
+    # both coded (listeners merged across files by name); so does any number of threads.
     write_totals(Path(path))
     assert allocate([path], snap, "2026-10").digest() == result.digest()
+    write_listens(Path(path))
+    assert allocate([path], snap, "2026-10", threads=3).digest() == result.digest()
     half = len(usage) // 2
     split = [_write(usage[:half], folder / "a.parquet"), _write(usage[half:], folder / "b.parquet")]
     write_totals(Path(split[0]))
     assert allocate(split, snap, "2026-10").digest() == result.digest()
+    write_listens(Path(split[0]))
+    assert allocate(split, snap, "2026-10").digest() == result.digest()
+    write_listens(Path(split[1]))
+    assert allocate(split, snap, "2026-10", threads=1).digest() == result.digest()
 
 
 def test_sql_largest_remainder_matches_the_python_reference(tmp_path: Path) -> None:
@@ -341,3 +353,43 @@ def test_huge_pools_split_exactly_beyond_64_bits(tmp_path: Path) -> None:
     assert {r["party_id"]: r["amount"] for r in pair} == expected
     pool = result.pools.to_pylist()[0]
     assert sum(r["amount"] for r in result.leaves.to_pylist()) == pool["amount"]
+
+
+def test_user_centric_listeners_are_one_across_coded_files(tmp_path: Path) -> None:
+    """A listener's lines in two reports form one user-centric split, whether the lines are
+    read as they are or from the integer-coded side files, whose numbers differ per file."""
+    snap = snapshot(
+        recordings=[{"recording_id": r, "isrc": f"GBATT260000{r}", "work_id": None}
+                    for r in (1, 2)],
+        owners=[{"recording_id": r, "party_id": 1, "share": 100_000_000} for r in (1, 2)],
+        agreements=[{"agreement_id": 1, "licensor_id": 1, "licensee_id": 99,
+                     "start_date": date(2026, 1, 1), "end_date": None, "worldwide": True,
+                     "covers_all": True, "ai_share": 0, "minimum_guarantee": 0,
+                     "currency": "EUR", "catalog_policy": "user_centric", "ai_publishing": 0,
+                     "catalog_publishing": 0}],
+    )  # fmt: skip
+
+    def line(n: int, rec: int, units: int, revenue: int, listener: str) -> dict[str, object]:
+        return {"report": "r", "line": n, "territory": "FR", "service": "s", "use_type": "x",
+                "commercial_model": "", "item_kind": "isrc", "item": f"GBATT260000{rec}",
+                "units": units, "revenue": revenue, "currency": "EUR", "listener": listener,
+                "transaction_id": None}  # fmt: skip
+
+    # Listener "a" streams recording 1 (1 unit, all the revenue) in one report and recording 2
+    # (3 units, no revenue) in the other: merged, 1/4 of the revenue goes to recording 1. Forty
+    # more listeners, in another order per report, each with their own mix of the two.
+    a = [line(2, 1, 1, 1_000_001, "a")]
+    a += [line(3 + i, 1, 1, 1_000_000 * (i + 1), f"L{i}") for i in range(40)]
+    b = [line(2, 2, 3, 0, "a")]
+    b += [line(3 + i, 2, i + 1, 0, f"L{i}") for i in reversed(range(40))]
+    whole = allocate([_write(a + b, tmp_path / "all.parquet")], snap, "2026-10")
+    files = [_write(a, tmp_path / "a.parquet"), _write(b, tmp_path / "b.parquet")]
+    for f in files:
+        write_totals(Path(f))
+        write_listens(Path(f))
+    coded = allocate(files, snap, "2026-10")
+    assert coded.digest() == whole.digest()
+    weights = {r["recording_id"]: r["pair_weight"] for r in coded.leaves.to_pylist()}
+    listeners = [(1_000_001, 1, 3)] + [(1_000_000 * (i + 1), 1, i + 1) for i in range(40)]
+    expected = [largest_remainder(t, [(1, u1), (2, u2)]) for t, u1, u2 in listeners]
+    assert weights == {r: sum(e[r] for e in expected) for r in (1, 2)}

@@ -19,15 +19,21 @@ The rule, per usage period:
   unregistered ISRCs go to suspense.
 
 Usage-level work (item totals, coverage, pools, pairs) runs in DuckDB; the two item-level
-splits (pools over pairs, pairs over parties) run in numpy on integer keys (attune.royalties
-.split), in int64 where products fit and in exact Python integers where they do not.
+splits (pools over pairs, pairs over parties) and each listener's user-centric split run in
+numpy on integer keys (attune.royalties.split), in int64 where products fit and in exact
+Python integers where they do not. Item totals come from the rollup ingest writes beside each
+usage file, and user-centric lines from its integer-coded ISRC lines where every file has them
+(attune.royalties.ingest.write_totals, write_listens); otherwise from the lines themselves.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import itertools
+import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -42,7 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from attune.royalties import split
-from attune.royalties.ingest import totals_path
+from attune.royalties.ingest import listens_paths, totals_path
 from attune.royalties.money import div_half_even, exponent, micro_per_minor
 
 ALGORITHM = "attune-allocation/1"
@@ -237,44 +243,6 @@ def _listing(paths: Iterable[str | Path]) -> str:
     return ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
 
 
-def _lr(src: str, part: str, total: str, weight: str, order: str) -> str:
-    """SQL: largest-remainder split of ``total`` over rows of ``src`` by ``weight`` per ``part``.
-
-    ``total`` is an aggregate over the partition (``any_value(total)``, ``sum(revenue)``); a
-    partition whose weights sum to 0 is split equally. Adds ``amount``; each partition's
-    amounts sum exactly to its total, and ``order`` breaks ties. Partition sums come from
-    GROUP BY and hash joins; a single-row partition takes its total without arithmetic; and
-    only rows with a remainder are ranked (sorted), since the units left over are fewer than
-    those rows. ``part`` columns must not be NULL.
-    """
-    return f"""
-    WITH p AS (
-        SELECT {part}, {total} AS total_, sum({weight}) AS tw_, count(*) AS n_
-        FROM {src} GROUP BY ALL
-    ),
-    j AS MATERIALIZED (
-        SELECT s.*, p.total_, p.n_, CASE WHEN p.tw_ = 0 THEN 1 ELSE ({weight}) END AS w_,
-            CASE WHEN p.tw_ = 0 THEN p.n_ ELSE p.tw_ END AS tw_
-        FROM {src} s JOIN p USING ({part})
-    ),
-    based AS MATERIALIZED (
-        SELECT *, total_::HUGEINT * w_ // tw_ AS base_, total_::HUGEINT * w_ % tw_ AS rem_
-        FROM j WHERE n_ > 1
-    ),
-    short AS (SELECT {part}, any_value(total_) - sum(base_) AS short_ FROM based GROUP BY ALL)
-    SELECT * EXCLUDE (total_, n_, w_, tw_), total_::BIGINT AS amount FROM j WHERE n_ = 1
-    UNION ALL BY NAME
-    SELECT b.* EXCLUDE (total_, n_, w_, tw_, base_, rem_, rk),
-        (base_ + CASE WHEN rk <= short_ THEN 1 ELSE 0 END)::BIGINT AS amount
-    FROM (
-        SELECT *, NULL::BIGINT AS rk FROM based WHERE rem_ = 0
-        UNION ALL
-        SELECT *, row_number() OVER (PARTITION BY {part} ORDER BY rem_ DESC, {order}) AS rk
-        FROM based WHERE rem_ > 0
-    ) b JOIN short USING ({part})
-    """
-
-
 def _pools(
     con: duckdb.DuckDBPyConnection, agreements: pa.Table, recoupable: dict[int, int]
 ) -> pa.Table:
@@ -371,7 +339,10 @@ def _column(table: pa.Table, name: str) -> tuple[npt.NDArray[np.int64], npt.NDAr
 def _decimal(values: split.Ints) -> pa.Array:
     """Exact integers as DECIMAL(38, 0), the Arrow type of DuckDB's HUGEINT."""
     if values.dtype == np.int64:
-        return pa.array(values).cast(HUGEINT)
+        # Two's-complement 128-bit little-endian words: the value, then its sign extension.
+        words = np.empty((len(values), 2), dtype=np.int64)
+        words[:, 0], words[:, 1] = values, values >> 63
+        return pa.Array.from_buffers(HUGEINT, len(values), [None, pa.py_buffer(words)])
     return pa.array([Decimal(int(v)) for v in values], HUGEINT)
 
 
@@ -379,7 +350,7 @@ def _decimal(values: split.Ints) -> pa.Array:
 class _Splits:
     """Split rows (owners of recordings, shares of works) sorted by key, then tie-break order."""
 
-    key: npt.NDArray[np.int64]
+    key: split.SortedKeys
     party: npt.NDArray[np.int64]
     party_null: npt.NDArray[np.bool_]
     share: split.Ints
@@ -392,7 +363,8 @@ class _Splits:
             f"WHERE {key} IS NOT NULL ORDER BY k, party_id NULLS LAST, share"
         ).to_arrow_table()
         party, party_null = _column(rows, "party_id")
-        return cls(_column(rows, "k")[0], party, party_null, split.as_ints(rows.column("share")))
+        index = split.SortedKeys(_column(rows, "k")[0])
+        return cls(index, party, party_null, split.as_ints(rows.column("share")))
 
 
 @dataclass(slots=True)
@@ -410,7 +382,7 @@ class _LeafRows:
         factor: split.Ints, role: int,
     ) -> None:  # fmt: skip
         """One row per split row of each pair's key, weighing share x the pair's factor."""
-        left, right = split.expand(keys[pairs], splits.key)
+        left, right = splits.key.expand(keys[pairs])
         idx = pairs[left]
         self._add(idx, role, splits.party[right], splits.party_null[right],
                   split.mul(split.fit(splits.share[right]), split.fit(factor[idx])))  # fmt: skip
@@ -456,7 +428,35 @@ def _pairs(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, pa.Table]:
     return pools, pairs
 
 
-def _leaf_rows(con: duckdb.DuckDBPyConnection, pools: pa.Table, pairs: pa.Table) -> _LeafRows:
+@dataclass(frozen=True, slots=True)
+class _Registry:
+    """What the leaves need of the snapshot, read once and shared (read-only) by all parts."""
+
+    owners: _Splits
+    shares: _Splits
+    rec_key: split.SortedKeys  # recording ids
+    rec_work: npt.NDArray[np.int64]  # and their works (0 where NULL)
+    rec_work_null: npt.NDArray[np.bool_]
+    outputs: pa.Array  # output ids by number (index 0: NULL)
+
+    @classmethod
+    def read(cls, con: duckdb.DuckDBPyConnection) -> _Registry:
+        """Split tables, recording works and output names from the connection's snapshot."""
+        recs = con.sql(
+            "SELECT recording_id, work_id FROM s_recordings WHERE recording_id IS NOT NULL "
+            "ORDER BY recording_id"
+        ).to_arrow_table()
+        names = con.sql("SELECT output_id FROM out_no ORDER BY out_no").to_arrow_table()
+        return cls(
+            _Splits.read(con, "s_owners", "recording_id"),
+            _Splits.read(con, "s_work_shares", "work_id"),
+            split.SortedKeys(_column(recs, "recording_id")[0]),
+            *_column(recs, "work_id"),
+            pa.concat_arrays([pa.nulls(1, pa.string()), *names.column(0).cast(pa.string()).chunks]),
+        )
+
+
+def _leaf_rows(reg: _Registry, pools: pa.Table, pairs: pa.Table) -> _LeafRows:
     """Each pair's parties, by the splits of its recording, work or ISRC (as leaves_in was).
 
     A pair's rows come out role by role (master, publishing, suspense), each role's in
@@ -469,59 +469,74 @@ def _leaf_rows(con: duckdb.DuckDBPyConnection, pools: pa.Table, pairs: pa.Table)
     rec, rec_null = _column(pairs, "recording_id")
     work, work_null = _column(pairs, "work_id")
     isrc_null = np.asarray(pairs.column("isrc").is_null().to_numpy(zero_copy_only=False))
-    owners = _Splits.read(con, "s_owners", "recording_id")
-    shares = _Splits.read(con, "s_work_shares", "work_id")
     # The work of each pair's recording (NULL where the recording is unknown or has none).
-    recs = con.sql(
-        "SELECT recording_id, work_id FROM s_recordings WHERE recording_id IS NOT NULL "
-        "ORDER BY recording_id"
-    ).to_arrow_table()
-    rec_key, _ = _column(recs, "recording_id")
-    rec_work, rec_work_null = _column(recs, "work_id")
-    at, found = split.expand(rec[~rec_null], rec_key)
+    at, found = reg.rec_key.expand(rec[~rec_null])
     on_rec = np.flatnonzero(~rec_null)[at]
     pair_work, pair_work_null = np.zeros(n, np.int64), np.ones(n, bool)
-    pair_work[on_rec], pair_work_null[on_rec] = rec_work[found], rec_work_null[found]
+    pair_work[on_rec], pair_work_null[on_rec] = reg.rec_work[found], reg.rec_work_null[found]
     rows = _LeafRows()
     rec_pub = ~rec_null & ~pub_null
     published = rec_pub & (pub > 0)
-    rows.join(np.flatnonzero(rec_pub & (pub < WHOLE)), rec, owners, WHOLE - pub, MASTER)
-    rows.join(np.flatnonzero(published & ~pair_work_null), pair_work, shares, pub, PUBLISHING)
+    rows.join(np.flatnonzero(rec_pub & (pub < WHOLE)), rec, reg.owners, WHOLE - pub, MASTER)
+    rows.join(np.flatnonzero(published & ~pair_work_null), pair_work, reg.shares, pub,
+              PUBLISHING)  # fmt: skip
     rows.single(np.flatnonzero(published & pair_work_null), split.mul(pub, np.full(n, PERCENT)),
                 SUSPENSE)  # fmt: skip
-    rows.join(np.flatnonzero(~work_null), work, shares, np.full(n, WHOLE), PUBLISHING)
+    rows.join(np.flatnonzero(~work_null), work, reg.shares, np.full(n, WHOLE), PUBLISHING)
     rows.single(np.flatnonzero(~isrc_null), np.full(n, PAIR_WEIGHT), SUSPENSE)
     return rows
 
 
-def _leaves(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, int]:
+def _leaves(con: duckdb.DuckDBPyConnection, parts: int) -> tuple[pa.Table, int]:
     """Levels 1 and 2 in numpy: each pool over its pairs, each pair over its parties.
+
+    Pools are independent, so their pairs are cut at pool boundaries into ``parts`` runs of
+    about equal size that threads allocate side by side (numpy and Arrow release the GIL);
+    the runs' leaves are concatenated in pool order. Returns (leaves, number of pairs).
+    """
+    pools, pairs = _pairs(con)
+    reg = _Registry.read(con)
+    pool_ix = np.asarray(pairs.column("pool_ix").to_numpy(), dtype=np.int64)
+    first = np.flatnonzero(np.r_[True, pool_ix[1:] != pool_ix[:-1]]) if len(pool_ix) else pool_ix
+    at = np.searchsorted(first, np.arange(1, parts) * len(pool_ix) / parts)
+    cuts = np.unique(first[np.minimum(at, len(first) - 1)]) if len(first) else first
+    bounds = np.r_[0, cuts[cuts > 0], len(pool_ix)].astype(np.int64)
+    runs = [pairs.slice(lo, hi - lo) for lo, hi in itertools.pairwise(bounds.tolist())]
+    with ThreadPoolExecutor(max(1, len(runs))) as pool:
+        done = list(pool.map(lambda run: _leaves_of(reg, pools, run), runs))
+    leaves = [table for table, _ in done]
+    reached = np.concatenate([np.zeros(0, np.int64), *(r for _, r in done)])
+    return pa.concat_tables([*leaves, _unattributed(pools, reached)]), len(pool_ix)
+
+
+def _leaves_of(
+    reg: _Registry, pools: pa.Table, pairs: pa.Table
+) -> tuple[pa.Table, npt.NDArray[np.int64]]:
+    """Leaves of whole pools' pairs (in PAIR_KEY order); also the pools they reach.
 
     Pair ids are the pool's number (pools in name order) x 2^32 + the pair's place in the
     pool's largest-remainder order (remainder, then PAIR_KEY), so numbering needs no global
-    sort. Returns (leaves, number of pairs).
+    sort.
     """
-    pools, pairs = _pairs(con)
     pool_ix = np.asarray(pairs.column("pool_ix").to_numpy(), dtype=np.int64)
     first = np.flatnonzero(np.r_[True, pool_ix[1:] != pool_ix[:-1]]) if len(pool_ix) else pool_ix
     sizes = np.diff(np.r_[first, len(pool_ix)]).astype(np.int64)
     totals = np.asarray(pairs.column("total").to_numpy(), dtype=np.int64)[first]
     pair_weight = split.as_ints(pairs.column("weight"))
     pair_amount, rank = split.largest_remainder(totals, sizes, pair_weight)
-    rows = _leaf_rows(con, pools, pairs)
-    pair = np.concatenate(rows.pair)
+    rows = _leaf_rows(reg, pools, pairs)
+    pair = np.concatenate([np.zeros(0, np.int64), *rows.pair])
     order = np.argsort(pair, kind="stable")  # pair by pair, each pair's rows in tie-break order
     pair = pair[order]
     exact = all(w.dtype == np.int64 for w in rows.weight)
-    leaf_weight = np.concatenate([w if exact else w.astype(object) for w in rows.weight])[order]
+    leaf_weight = np.concatenate(
+        [np.zeros(0, np.int64), *(w if exact else w.astype(object) for w in rows.weight)]
+    )[order]
     counts = np.bincount(pair, minlength=len(pool_ix))
     paid = np.flatnonzero(counts)
     amount, _ = split.largest_remainder(pair_amount[paid], counts[paid], leaf_weight)
-    names = con.sql("SELECT output_id FROM out_no ORDER BY out_no").to_arrow_table()
-    outputs = pa.concat_arrays(
-        [pa.nulls(1, pa.string()), *names.column(0).cast(pa.string()).chunks]
-    )
     leaf_pool, by_pool, by_pair = pool_ix[pair], pa.array(pool_ix[pair]), pa.array(pair)
+    out_no = np.asarray(pairs.column("out_no").fill_null(0).to_numpy(), dtype=np.int64)
     leaves = pa.table(
         {
             "pool": pools.column("pool").take(by_pool),
@@ -529,22 +544,27 @@ def _leaves(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, int]:
             "agreement_id": pools.column("agreement_id").take(by_pool),
             "currency": pools.column("currency").take(by_pool),
             "pair": ((pool_ix + 1) * 4294967296 + rank)[pair],
-            "output_id": outputs.take(pairs.column("out_no").fill_null(0).take(by_pair)),
+            "output_id": reg.outputs.take(pa.array(out_no[pair])),
             "recording_id": pairs.column("recording_id").take(by_pair),
             "work_id": pairs.column("work_id").take(by_pair),
             "isrc": pairs.column("isrc").take(by_pair),
             "pair_weight": _decimal(pair_weight[pair]),
             "pair_amount": pair_amount[pair],
-            "role": pa.array(np.array(ROLES, dtype=object)[np.concatenate(rows.role)[order]]),
+            "role": pa.array(ROLES).take(pa.array(_cat(rows.role, np.int8)[order])),
             "party_id": pa.array(
-                np.concatenate(rows.party)[order], mask=np.concatenate(rows.party_null)[order]
+                _cat(rows.party, np.int64)[order], mask=_cat(rows.party_null, np.bool_)[order]
             ),
             "leaf_weight": _decimal(leaf_weight),
             "amount": amount,
         },
         schema=LEAVES_SCHEMA,
     )
-    return pa.concat_tables([leaves, _unattributed(pools, leaf_pool)]), len(pair_weight)
+    return leaves, np.flatnonzero(np.bincount(leaf_pool, minlength=pools.num_rows))
+
+
+def _cat(arrays: list[Any], dtype: type) -> Any:
+    """Concatenate a list of arrays, which may be empty."""
+    return np.concatenate([np.zeros(0, dtype), *arrays])
 
 
 def _unattributed(pools: pa.Table, leaf_pool: npt.NDArray[np.int64]) -> pa.Table:
@@ -576,6 +596,140 @@ def _unattributed(pools: pa.Table, leaf_pool: npt.NDArray[np.int64]) -> pa.Table
         },
         schema=LEAVES_SCHEMA,
     )
+
+
+def _uc_lines_from_listens(
+    con: duckdb.DuckDBPyConnection, files: Sequence[str]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], split.Ints, split.Ints]:
+    """User-centric lines from the files' integer-coded side files: (uc_gov ix, listener, units,
+    revenue) per line. Keys are joined once per distinct item; lines are kept by item number."""
+    gov_ix, listener, units, revenue, names = [], [], [], [], []
+    for f in files:
+        listens, keys = listens_paths(f)
+        k = f"read_parquet({_listing([keys])})"
+        sizes = dict(con.execute(f"SELECT kind, count(*) FROM {k} GROUP BY ALL").fetchall())
+        n_terr, n_cur = int(sizes.get("territory", 0)), int(sizes.get("currency", 0))
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE uc_look AS
+            SELECT (i.no::BIGINT * {n_terr} + t.no) * {n_cur} + c.no AS code, g.ix
+            FROM uc_gov g JOIN {k} i ON i.kind = 'item' AND i.value = g.isrc
+            JOIN {k} t ON t.kind = 'territory' AND t.value = g.territory
+            JOIN {k} c ON c.kind = 'currency' AND c.value = g.currency
+            """
+        )
+        picked = con.sql(
+            f"""
+            SELECT k.ix, l.listener_no, l.units, l.revenue
+            FROM read_parquet({_listing([listens])}) l JOIN uc_look k
+                ON k.code = (l.item_no::BIGINT * {n_terr} + l.territory_no) * {n_cur}
+                    + l.currency_no
+            """
+        ).to_arrow_table()
+        gov_ix.append(np.asarray(picked.column("ix").to_numpy(), dtype=np.int64))
+        heard = np.asarray(picked.column("listener_no").to_numpy(), dtype=np.int64)
+        if len(files) > 1:  # listeners are merged across files by their names
+            names.append(
+                pq.read_table(keys, filters=[("kind", "=", "listener")])
+                .sort_by("no")
+                .column("value")
+                .take(pa.array(heard))
+            )
+        listener.append(heard)
+        units.append(np.asarray(picked.column("units").to_numpy(), dtype=np.int64))
+        revenue.append(np.asarray(picked.column("revenue").to_numpy(), dtype=np.int64))
+    codes_of = (
+        np.asarray(
+            pc.dictionary_encode(
+                pa.chunked_array(names, pa.string()).combine_chunks()
+            ).indices.to_numpy(),
+            dtype=np.int64,
+        )
+        if names
+        else np.concatenate(listener)
+    )
+    return np.concatenate(gov_ix), codes_of, np.concatenate(units), np.concatenate(revenue)
+
+
+def _uc_lines_from_usage(
+    con: duckdb.DuckDBPyConnection,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], split.Ints, split.Ints]:
+    """User-centric lines read from the usage lines themselves (files without side files)."""
+    rows = con.sql(
+        """
+        SELECT g.ix, coalesce(u.listener, '') AS listener, sum(u.units)::HUGEINT AS units,
+            sum(u.revenue)::HUGEINT AS revenue
+        FROM u JOIN uc_gov g ON u.item = g.isrc
+        -- joined on the item alone (one hashed key), the rest checked after
+        WHERE u.item_kind = 'isrc' AND u.territory = g.territory AND u.currency = g.currency
+        GROUP BY ALL
+        """
+    ).to_arrow_table()
+    listener = pc.dictionary_encode(rows.column("listener").combine_chunks()).indices
+    return (
+        np.asarray(rows.column("ix").to_numpy(), dtype=np.int64),
+        np.asarray(listener.to_numpy(), dtype=np.int64),
+        split.as_ints(rows.column("units")),
+        split.as_ints(rows.column("revenue")),
+    )
+
+
+def _uc_numbers(
+    gov: pa.Table,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Per uc_gov row: its (currency, agreement, recording) number, numbered in that order,
+    and its (currency, agreement) number; and per the former, one uc_gov row carrying it."""
+    cur = np.asarray(pc.dictionary_encode(gov.column("currency").combine_chunks()).indices
+                     .to_numpy(zero_copy_only=False), dtype=np.int64)  # fmt: skip
+    agr, _ = _column(gov, "agreement_id")
+    rec, _ = _column(gov, "recording_id")
+    order = np.lexsort((rec, agr, cur))
+    cur, agr, rec = cur[order], agr[order], rec[order]
+    new_ca = np.r_[True, (cur[1:] != cur[:-1]) | (agr[1:] != agr[:-1])] if len(order) else cur
+    new_ucr = np.r_[True, rec[1:] != rec[:-1]] | new_ca if len(order) else new_ca
+    ucr_of, ca_of = np.empty(len(order), np.int64), np.empty(len(order), np.int64)
+    ucr_of[order], ca_of[order] = np.cumsum(new_ucr) - 1, np.cumsum(new_ca) - 1
+    return ucr_of, ca_of, order[np.flatnonzero(new_ucr)]
+
+
+def _user_centric(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> None:
+    """Table uc_w: per (currency, agreement, recording), the sum over listeners of each
+    listener's revenue split over their recordings by units (largest remainder, ties by
+    recording id), for agreements whose catalog policy is user-centric."""
+    gov = con.sql(
+        "SELECT currency, agreement_id, recording_id FROM uc_gov ORDER BY ix"
+    ).to_arrow_table()
+    ucr_of, ca_of, ucr_rows = _uc_numbers(gov)
+    sides = files and all(listens_paths(f)[0].exists() for f in files)
+    ix, listener, units, revenue = (
+        _uc_lines_from_listens(con, files) if sides else _uc_lines_from_usage(con)
+    )
+    n_ucr = int(ucr_of.max()) + 1 if len(ucr_of) else 1
+    ca_of_ucr = np.zeros(n_ucr, dtype=np.int64)
+    ca_of_ucr[ucr_of] = ca_of
+    # Rows per (listener, recording), sorted so that each (listener, currency, agreement) is
+    # one run, its recordings in id order: the tie-break order of the split. Listener numbers
+    # are below 2^31 (int32 in side files and Arrow dictionaries), so the key fits int64.
+    key = listener * n_ucr + ucr_of[ix]
+    order = np.argsort(key)  # rows of one key are summed: their order is free
+    key = key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else key
+    weights = split.group_sums(split.fit(units[order]), starts) if len(key) else units
+    revenues = split.group_sums(split.fit(revenue[order]), starts) if len(key) else revenue
+    who, ucr = key[starts] // n_ucr, key[starts] % n_ucr
+    part = np.r_[True, (who[1:] != who[:-1]) | (ca_of_ucr[ucr[1:]] != ca_of_ucr[ucr[:-1]])]
+    first = np.flatnonzero(part) if len(ucr) else ucr
+    sizes = np.diff(np.r_[first, len(ucr)]).astype(np.int64)
+    totals = split.group_sums(revenues, first) if len(ucr) else revenues
+    amount, _ = split.largest_remainder(split.fit(totals), sizes, weights)
+    by_ucr = np.argsort(ucr)  # amounts of one recording are summed: their order is free
+    ucr = ucr[by_ucr]
+    runs = np.flatnonzero(np.r_[True, ucr[1:] != ucr[:-1]]) if len(ucr) else ucr
+    weight = split.group_sums(amount[by_ucr], runs) if len(ucr) else amount
+    sums = gov.take(pa.array(ucr_rows[ucr[runs]])).append_column("weight", _decimal(weight))
+    con.register("uc_sums", sums)
+    con.execute("CREATE TABLE uc_w AS SELECT * REPLACE (weight::HUGEINT AS weight) FROM uc_sums")
+    con.unregister("uc_sums")
 
 
 def allocate(
@@ -740,53 +894,54 @@ def allocate(
     )
     pools = _pools(con, snap.tables["agreements"], recoupable or {})
     con.register("pools", pools)
-    # Level 1: each pool over its pairs (AI: output x item; catalog: recording; suspense: ISRC).
+    # User-centric items per (ISRC, territory, currency), numbered for the numpy split, which
+    # runs on a second connection while the AI pairs are built.
     con.execute(
-        f"""
-        -- Attributions an agreement covers; n counts repeats of one (output, item, share).
-        CREATE TABLE ai_cover AS
-            SELECT agreement_id, n.out_no, recording_id, work_id, share, count(*) AS n
-            FROM (
-                SELECT agreement_id, recording_id, NULL::BIGINT AS work_id, t.output_id, t.share
-                FROM covers_rec c JOIN s_attributions t USING (recording_id)
-                UNION ALL
-                SELECT agreement_id, NULL::BIGINT, work_id, t.output_id, t.share
-                FROM covers_work c JOIN s_attributions t USING (work_id)
-            ) JOIN out_no n USING (output_id)
-            GROUP BY ALL;
-        -- Units of each covered output in the territories each agreement grants.
-        CREATE TABLE ai_units AS
-            SELECT c.agreement_id, u.currency, u.out_no, sum(u.units) AS units
-            FROM (SELECT DISTINCT agreement_id, out_no FROM ai_cover) c
-            JOIN ai_usage u ON u.out_no = c.out_no
-            JOIN ai_ok k ON k.agreement_id = c.agreement_id AND k.platform_id = u.platform_id
-                AND k.model = u.model AND k.territory = u.territory
-            GROUP BY ALL HAVING sum(u.units) > 0;
-        CREATE TABLE ai_pairs AS
-            SELECT p.pool, p.amount AS total, c.out_no, c.recording_id, c.work_id,
-                NULL::VARCHAR AS isrc, (a.units * c.n)::HUGEINT * c.share AS weight
-            FROM ai_cover c
-            JOIN ai_units a ON a.agreement_id = c.agreement_id AND a.out_no = c.out_no
-            JOIN pools p ON p.source = 'ai' AND p.agreement_id = c.agreement_id
-                AND p.currency = a.currency;
-        CREATE TABLE uc AS
-            SELECT c.currency, c.agreement_id, coalesce(u.listener, '') AS listener,
-                c.recording_id, sum(u.units)::HUGEINT AS units,
-                sum(u.revenue)::HUGEINT AS revenue
-            FROM u
-            JOIN (SELECT DISTINCT c.isrc, c.territory, c.currency, c.recording_id,
+        """
+        CREATE TABLE uc_gov AS
+            SELECT (row_number() OVER () - 1)::BIGINT AS ix, *
+            FROM (SELECT DISTINCT c.isrc, c.territory, c.currency, c.recording_id,
                       c.agreement_id
                   FROM catg c JOIN ga g ON g.agreement_id = c.agreement_id
-                  WHERE g.catalog_policy = 'user_centric') c ON u.item = c.isrc
-            -- joined on the item alone (one hashed key), the rest checked after
-            WHERE u.item_kind = 'isrc' AND u.territory = c.territory AND u.currency = c.currency
-            GROUP BY ALL;
-        CREATE TABLE uc_w AS
-            SELECT currency, agreement_id, recording_id, sum(amount)::HUGEINT AS weight
-            FROM ({
-            _lr("uc", "currency, agreement_id, listener", "sum(revenue)", "units", "recording_id")
-        })
-            GROUP BY ALL;
+                  WHERE g.catalog_policy = 'user_centric')
+        """
+    )
+    with ThreadPoolExecutor(1) as background:
+        uc_weights = background.submit(_user_centric, con.cursor(), files)
+        # Level 1: each pool over its pairs (AI: output x item; catalog: recording; suspense: ISRC).
+        con.execute(
+            """
+            -- Attributions an agreement covers; n counts repeats of one (output, item, share).
+            CREATE TABLE ai_cover AS
+                SELECT agreement_id, n.out_no, recording_id, work_id, share, count(*) AS n
+                FROM (
+                    SELECT agreement_id, recording_id, NULL::BIGINT AS work_id, t.output_id, t.share
+                    FROM covers_rec c JOIN s_attributions t USING (recording_id)
+                    UNION ALL
+                    SELECT agreement_id, NULL::BIGINT, work_id, t.output_id, t.share
+                    FROM covers_work c JOIN s_attributions t USING (work_id)
+                ) JOIN out_no n USING (output_id)
+                GROUP BY ALL;
+            -- Units of each covered output in the territories each agreement grants.
+            CREATE TABLE ai_units AS
+                SELECT c.agreement_id, u.currency, u.out_no, sum(u.units) AS units
+                FROM (SELECT DISTINCT agreement_id, out_no FROM ai_cover) c
+                JOIN ai_usage u ON u.out_no = c.out_no
+                JOIN ai_ok k ON k.agreement_id = c.agreement_id AND k.platform_id = u.platform_id
+                    AND k.model = u.model AND k.territory = u.territory
+                GROUP BY ALL HAVING sum(u.units) > 0;
+            CREATE TABLE ai_pairs AS
+                SELECT p.pool, p.amount AS total, c.out_no, c.recording_id, c.work_id,
+                    NULL::VARCHAR AS isrc, (a.units * c.n)::HUGEINT * c.share AS weight
+                FROM ai_cover c
+                JOIN ai_units a ON a.agreement_id = c.agreement_id AND a.out_no = c.out_no
+                JOIN pools p ON p.source = 'ai' AND p.agreement_id = c.agreement_id
+                    AND p.currency = a.currency;
+            """
+        )
+        uc_weights.result()
+    con.execute(
+        """
         CREATE TABLE cat_pairs AS
             SELECT p.pool, p.amount AS total, NULL::BIGINT AS out_no, c.recording_id,
                 NULL::BIGINT AS work_id, NULL::VARCHAR AS isrc,
@@ -822,9 +977,30 @@ def allocate(
             ) USING (pool);
         CREATE TABLE pool_no AS SELECT pool, row_number() OVER (ORDER BY pool) AS pool_no
             FROM pools;
+        -- Spent: their memory is reused by what follows instead of fresh pages.
+        DROP TABLE pairs_in; DROP TABLE ai_pairs; DROP TABLE cat_pairs; DROP TABLE sus_pairs;
+        DROP TABLE ai_cover; DROP TABLE uc_gov; DROP TABLE uc_w; DROP TABLE cat_rec;
         """
     )
-    leaves, n_pairs = _leaves(con)
+    # What the leaves do not need (unpooled revenue, coverage) is read on a second connection
+    # to the same database while the leaves are computed.
+    side = con.cursor()
+    side.register("pools", pools)
+    with ThreadPoolExecutor(1) as background:
+        traced = background.submit(_traces, side)
+        leaves, n_pairs = _leaves(con, int(threads or os.cpu_count() or 1))
+        unpooled, coverage = traced.result()
+    summary = {
+        "ai_revenue_not_pooled": {str(c): str(int(r)) for c, r in unpooled},
+        "pools": pools.num_rows,
+        "pairs": n_pairs,
+        "leaves": leaves.num_rows,
+    }
+    return Allocation(period, pools, leaves, coverage, summary)
+
+
+def _traces(con: duckdb.DuckDBPyConnection) -> tuple[list[Any], pa.Table]:
+    """AI revenue no pool took, per currency; and coverage: per pool, the usage groups in it."""
     unpooled = con.execute(
         """
         SELECT a.currency, sum(a.revenue) FROM agg_out a
@@ -838,12 +1014,6 @@ def allocate(
         GROUP BY ALL ORDER BY ALL
         """
     ).fetchall()
-    summary = {
-        "ai_revenue_not_pooled": {str(c): str(int(r)) for c, r in unpooled},
-        "pools": pools.num_rows,
-        "pairs": n_pairs,
-        "leaves": leaves.num_rows,
-    }
     # Coverage rows are unique without DISTINCT: agg has one row per (currency, territory, item).
     coverage = con.sql(
         """
@@ -863,4 +1033,4 @@ def allocate(
         WHERE c.recording_id IS NULL
         """
     ).to_arrow_table()
-    return Allocation(period, pools, leaves, coverage, summary)
+    return unpooled, coverage

@@ -18,6 +18,8 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,7 @@ USAGE_SCHEMA = pa.schema(
 )
 # Usage Parquet: zstd at level 1 compresses nearly as well as the default level at half the cost.
 PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 1048576"
+KEYS_OPTIONS = PARQUET_OPTIONS.replace("1048576", "131072")  # small groups: readers skip more
 # SQL fragments shared by both formats: exact checks first, conversions only of checked text.
 _ISRC = "regexp_full_match(upper(replace({c}, '-', '')), '[A-Z]{{2}}[A-Z0-9]{{3}}[0-9]{{7}}')"
 _OUTPUT = "regexp_full_match({c}, '[A-Za-z0-9][A-Za-z0-9._:-]{{0,99}}')"
@@ -128,6 +131,7 @@ class ParsedReport:
         self.con.execute(f"COPY (SELECT * FROM usage) TO {_literal(str(tmp))} ({PARQUET_OPTIONS})")
         os.replace(tmp, target)
         write_totals(target, self.con)
+        write_listens(target, self.con)
 
 
 @dataclass(frozen=True, slots=True)
@@ -800,6 +804,17 @@ def totals_path(lines: Path | str) -> Path:
     return path.with_name(f"{path.stem}.totals.parquet")
 
 
+@contextmanager
+def _unordered(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Let DuckDB write rows in any order (in parallel) for the statements inside."""
+    order = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        yield con
+    finally:
+        con.execute(f"SET preserve_insertion_order = {bool(order)}")
+
+
 def write_totals(lines: Path, con: duckdb.DuckDBPyConnection | None = None) -> Path:
     """Write a usage file's units and revenue per (currency, territory, item): its rollup.
 
@@ -810,22 +825,86 @@ def write_totals(lines: Path, con: duckdb.DuckDBPyConnection | None = None) -> P
     con = con or duckdb.connect()
     target = totals_path(lines)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    for kind in ("BIGINT", "DECIMAL(38, 0)"):
-        try:
-            con.execute(
-                f"""
-                COPY (SELECT currency::VARCHAR AS currency, territory::VARCHAR AS territory,
-                        item_kind::VARCHAR AS item_kind, item,
-                        sum(units)::{kind} AS units, sum(revenue)::{kind} AS revenue
-                      FROM read_parquet({_literal(str(lines))}) GROUP BY ALL)
-                TO {_literal(str(tmp))} ({PARQUET_OPTIONS})
-                """
-            )
-            break
-        except duckdb.ConversionException:
-            tmp.unlink(missing_ok=True)
+    with _unordered(con):  # a rollup's row order means nothing
+        for kind in ("BIGINT", "DECIMAL(38, 0)"):
+            try:
+                con.execute(
+                    f"""
+                    COPY (SELECT currency::VARCHAR AS currency, territory::VARCHAR AS territory,
+                            item_kind::VARCHAR AS item_kind, item,
+                            sum(units)::{kind} AS units, sum(revenue)::{kind} AS revenue
+                          FROM read_parquet({_literal(str(lines))}) GROUP BY ALL)
+                    TO {_literal(str(tmp))} ({PARQUET_OPTIONS})
+                    """
+                )
+                break
+            except duckdb.ConversionException:
+                tmp.unlink(missing_ok=True)
     os.replace(tmp, target)
     return target
+
+
+def listens_paths(lines: Path | str) -> tuple[Path, Path]:
+    """Where a usage file's integer-coded ISRC lines and their keys live: beside it."""
+    path = Path(lines)
+    return (path.with_name(f"{path.stem}.listens.parquet"),
+            path.with_name(f"{path.stem}.keys.parquet"))  # fmt: skip
+
+
+def write_listens(lines: Path, con: duckdb.DuckDBPyConnection | None = None) -> Path:
+    """Write a usage file's ISRC lines as integers, for the user-centric pass of allocation.
+
+    ``*.keys.parquet`` numbers the file's distinct items, listeners (NULL as ''), territories
+    and currencies (columns kind, no, value); ``*.listens.parquet`` holds one row per ISRC
+    line: item_no, listener_no, territory_no, currency_no, units, revenue. Allocation then
+    keeps only the lines of user-centric items by their numbers instead of joining every
+    line's strings. Keys are written first, so a listens file always has its keys.
+    """
+    con = con or duckdb.connect()
+    listens, keys = listens_paths(lines)
+    listens.unlink(missing_ok=True)  # never leave an earlier file's lines beside these
+    src = (
+        f"(SELECT * FROM read_parquet({_literal(str(lines))}) WHERE item_kind = 'isrc' "
+        "AND item IS NOT NULL AND territory IS NOT NULL AND currency IS NOT NULL)"
+    )
+    kinds = {"currency": "currency", "item": "item", "listener": "coalesce(listener, '')",
+             "territory": "territory"}  # fmt: skip
+    tmp_keys = keys.with_name(f".{keys.name}.{os.getpid()}.tmp")
+    tmp_listens = listens.with_name(f".{listens.name}.{os.getpid()}.tmp")
+    try:
+        with _unordered(con):  # numbers are free
+            for kind, value in kinds.items():
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE listens_{kind} AS SELECT value, "
+                    "(row_number() OVER () - 1)::INTEGER AS no "
+                    f"FROM (SELECT DISTINCT {value}::VARCHAR AS value FROM {src})"
+                )
+        # Keys kind by kind (in insertion order) in small row groups, so that a reader of one
+        # kind skips the others' row groups.
+        con.execute(
+            "COPY ("
+            + " UNION ALL ".join(f"SELECT '{k}' AS kind, no, value FROM listens_{k}" for k in kinds)
+            + f") TO {_literal(str(tmp_keys))} ({KEYS_OPTIONS})"
+        )
+        with _unordered(con):  # the lines' order is free
+            con.execute(
+                f"""
+                COPY (SELECT i.no AS item_no, l.no AS listener_no,
+                        t.no::SMALLINT AS territory_no, c.no::SMALLINT AS currency_no,
+                        u.units::BIGINT AS units, u.revenue::BIGINT AS revenue
+                      FROM {src} u JOIN listens_item i ON i.value = u.item
+                      JOIN listens_listener l ON l.value = coalesce(u.listener, '')
+                      JOIN listens_territory t ON t.value = u.territory
+                      JOIN listens_currency c ON c.value = u.currency)
+                TO {_literal(str(tmp_listens))} ({PARQUET_OPTIONS})
+                """
+            )
+    finally:
+        for kind in kinds:
+            con.execute(f"DROP TABLE IF EXISTS listens_{kind}")
+    os.replace(tmp_keys, keys)
+    os.replace(tmp_listens, listens)
+    return listens
 
 
 def write_parquet(table: pa.Table, target: Path) -> None:

@@ -42,6 +42,8 @@ def fit(values: Ints) -> Ints:
 
 def divmod_trunc(num: Ints, den: Ints) -> tuple[Ints, Ints]:
     """Quotient and remainder of integer division truncated toward zero (SQL semantics)."""
+    if num.dtype == np.int64 and den.dtype == np.int64 and (num >= 0).all() and (den > 0).all():
+        return np.divmod(num, den)  # one pass; floor and truncation agree on these signs
     quo = num // den
     rem = num - quo * den
     fix = (rem != 0) & ((num < 0) != (den < 0))
@@ -56,7 +58,9 @@ def mul(a: Ints, b: Ints) -> Ints:
     if a.dtype == np.int64 and b.dtype == np.int64:
         if not len(a) or float(np.abs(a).max()) * float(np.abs(b).max()) < 2.0**62:
             return a * b
-        if (np.abs(a) <= INT64_MAX // np.maximum(np.abs(b), 1)).all():
+        # Elementwise bound in floating point: its relative error (2^-52) is far inside the
+        # margin between 2^62 and 2^63, and it needs no integer division.
+        if (np.abs(a.astype(np.float64)) * np.abs(b.astype(np.float64)) < 2.0**62).all():
             return a * b
     return np.asarray(a.astype(object) * b.astype(object), dtype=object)
 
@@ -76,13 +80,16 @@ def group_sums(values: Ints, starts: npt.NDArray[np.int64]) -> Ints:
     return fit(np.add.reduceat(values.astype(object), starts))
 
 
-def remainder_ranks(sizes: npt.NDArray[np.int64], rem: Ints) -> npt.NDArray[np.int64]:
+def remainder_ranks(
+    sizes: npt.NDArray[np.int64], rem: Ints, group: npt.NDArray[np.int64] | None = None
+) -> npt.NDArray[np.int64]:
     """1-based place of each row in its group by remainder, largest first, ties in row order.
 
     Small groups compare rows pairwise (a few vector passes); larger ones are sorted one by one.
+    ``group`` (each row's group number) may be passed when the caller has it.
     """
     n = len(rem)
-    group = np.repeat(np.arange(len(sizes)), sizes)
+    group = np.repeat(np.arange(len(sizes)), sizes) if group is None else group
     rank = np.ones(n, dtype=np.int64)
     small = sizes[group] <= SMALL_GROUP
     for d in range(1, min(SMALL_GROUP, int(sizes.max(initial=0)))):
@@ -115,34 +122,57 @@ def largest_remainder(
         sums = np.where(even, sizes, sums)
     base, rem = mul_divmod(totals[group], weights, sums[group])
     short = totals - group_sums(base, starts) if len(base) else totals
-    rank = remainder_ranks(sizes, rem)
+    rank = remainder_ranks(sizes, rem, group)
     amount = fit(base + (rank <= short[group]))
     if amount.dtype != np.int64:
         raise OverflowError("an allocated amount does not fit in 64 bits")
     return amount.astype(np.int64), rank
 
 
+class SortedKeys:
+    """A sorted key column indexed for equi-joins, built once and probed many times.
+
+    Dense keys (ids) get a table of each key's first position and count; sparse ones are
+    probed by binary search.
+    """
+
+    def __init__(self, sorted_keys: npt.NDArray[np.int64]) -> None:
+        self.keys = sorted_keys
+        self.low = int(sorted_keys[0]) if len(sorted_keys) else 0
+        self.span = int(sorted_keys[-1]) - self.low + 1 if len(sorted_keys) else 0
+        self.dense = 0 < self.span <= 4 * len(sorted_keys) + 1024
+        # Dense keys: each key's count and first position, by key - low (empty when sparse).
+        offsets = sorted_keys - self.low if self.dense else sorted_keys[:0]
+        self.per_key = np.bincount(offsets, minlength=self.span if self.dense else 0)
+        self.first = np.cumsum(self.per_key) - self.per_key
+        self.unique = self.dense and int(self.per_key.max(initial=0)) <= 1
+
+    def expand(
+        self, keys: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Equi-join ``keys`` to the sorted column: (index into keys, index into the column).
+
+        Matches of one key come out together, in the sorted column's order.
+        """
+        if self.dense and len(keys):
+            inside = (keys >= self.low) & (keys < self.low + self.span)
+            slot = np.where(inside, keys - self.low, 0)
+            lo = self.first[slot]
+            if self.unique:  # at most one match per key: no repeats needed
+                left = np.flatnonzero(inside & (self.per_key[slot] > 0))
+                return left, lo[left]
+            counts = np.where(inside, self.per_key[slot], 0)
+        else:
+            lo = np.searchsorted(self.keys, keys, side="left")
+            counts = np.searchsorted(self.keys, keys, side="right") - lo
+        left = np.repeat(np.arange(len(keys)), counts)
+        offsets = np.cumsum(counts) - counts
+        right = np.repeat(lo - offsets, counts) + np.arange(int(counts.sum()))
+        return left, right
+
+
 def expand(
     keys: npt.NDArray[np.int64], sorted_keys: npt.NDArray[np.int64]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Equi-join ``keys`` to a sorted key column: (index into keys, index into sorted_keys).
-
-    Matches of one key come out together, in the sorted column's order. Dense keys (ids) are
-    looked up in a table of first positions; sparse ones by binary search.
-    """
-    low = int(sorted_keys[0]) if len(sorted_keys) else 0
-    span = int(sorted_keys[-1]) - low + 1 if len(sorted_keys) else 0
-    if len(keys) and 0 < span <= 4 * len(sorted_keys) + 1024:
-        per_key = np.bincount(sorted_keys - low, minlength=span)
-        first = np.cumsum(per_key) - per_key
-        inside = (keys >= low) & (keys < low + span)
-        slot = np.where(inside, keys - low, 0)
-        lo = first[slot]
-        counts = np.where(inside, per_key[slot], 0)
-    else:
-        lo = np.searchsorted(sorted_keys, keys, side="left")
-        counts = np.searchsorted(sorted_keys, keys, side="right") - lo
-    left = np.repeat(np.arange(len(keys)), counts)
-    offsets = np.cumsum(counts) - counts
-    right = np.repeat(lo - offsets, counts) + np.arange(int(counts.sum()))
-    return left, right
+    """Equi-join ``keys`` to a sorted key column: (index into keys, index into sorted_keys)."""
+    return SortedKeys(sorted_keys).expand(keys)
