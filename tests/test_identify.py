@@ -402,3 +402,16 @@ def test_identify_reads_within_its_budget(index: Index, catalog: dict[int, np.nd
     monkeypatch.setattr(matcher, "LOOKUP_BUDGET", 0)
     monkeypatch.setattr(matcher, "DENSE_BUDGET", 0)
     assert identify(index, query) == []  # nothing read, nothing found
+
+
+def test_window_votes_count_exactly() -> None:
+    """Votes per (recording, window) from the hashed pass equal a direct count."""
+    from attune.identify.matcher import _window_votes
+
+    rng = np.random.default_rng(9)
+    cell = (rng.integers(0, 70_000, 200_000) << 31) | (rng.integers(0, 4, 200_000) << 17) | (
+        rng.integers(0, 2**17, 200_000))
+    windows = np.unique(np.r_[cell[:50] >> 17, [(123_456 << 14) | 3]])  # one with no votes
+    counted = _window_votes(cell, windows)
+    assert counted == {int(w): int(np.count_nonzero(cell >> 17 == w)) for w in windows}
+    assert counted[(123_456 << 14) | 3] == 0
