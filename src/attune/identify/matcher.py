@@ -220,7 +220,7 @@ def _crowded(cell: I64, multiplier: np.int64 = _FIBONACCI, spare_bits: int = 1
     """
     bits = int(np.clip(math.ceil(math.log2(len(cell))) + spare_bits, 10, 23))
     mask = (1 << bits) - 1
-    # Fibonacci hash of (recording, window) in wrapping int64 arithmetic: its top bits
+    # multiplicative hash of (recording, window) in wrapping int64 arithmetic: its top bits
     hashed = (((cell >> 17) * multiplier) >> (64 - bits)) & mask
     slot = (hashed + ((cell & (2**17 - 1)) >> 2)) & mask
     counts = np.bincount(slot, minlength=1 << bits).astype(np.int32)
