@@ -10,13 +10,13 @@ query the same audio is also fingerprinted with ``fpcalc -raw`` and slid along t
 Chromaprint fingerprints of the catalog (bit error rate at the best offset; a match is the lowest
 rate, below the rate reached by FPCALC_FP_TARGET of the distractor queries). Latency and recall at
 scale are measured on a synthetic index (entries drawn from the catalog's own, keeping their keys
-and packed anchor pitch and span, spread over hash-range segments) plus the real catalog. ``--fp-
-queries`` more 10 s distractor queries (attune only, every condition in turn, 3,000 by default)
-bound the false-positive rate: with none matching, the 95% upper bound of 3,200 queries is 0.094%.
-Indexing speed is measured in CPU seconds of the worker processes (and in wall-clock seconds, which
-depend on the machine's load). Missing Debian packages are installed with apt-get when run as root.
-``--write-docs`` replaces the section "Content identification" of docs/BENCHMARKS.md with the
-tables printed.
+and packed anchor pitch and span, spread over hash-range segments) plus the real catalog.
+``--fp-queries`` more 10 s distractor queries (attune only, every condition in turn, 3,000 by
+default) bound the false-positive rate: with none matching, the 95% upper bound of 3,200 queries is
+0.094%. Indexing speed is measured in CPU seconds of the worker processes (and in wall-clock
+seconds, which depend on the machine's load). Missing Debian packages are installed with apt-get
+when run as root. ``--write-docs`` replaces the section "Content identification" of
+docs/BENCHMARKS.md with the tables printed.
 """
 
 from __future__ import annotations
