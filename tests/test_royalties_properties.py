@@ -99,7 +99,7 @@ def test_expand_joins_dense_and_sparse_keys_alike() -> None:
     sparse = np.append(dense, 10**12)
     expected = ([0, 0, 0, 2, 2, 3, 6, 6], [3, 4, 5, 0, 1, 2, 0, 1])
     for sorted_keys in (dense, sparse):
-        left, right = split.expand(keys, sorted_keys)
+        left, right = split.SortedKeys(sorted_keys).expand(keys)
         assert (left.tolist(), right.tolist()) == expected
     unique = split.SortedKeys(np.array([1, 3, 7, 8], dtype=np.int64))
     assert unique.unique

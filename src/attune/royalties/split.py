@@ -169,10 +169,3 @@ class SortedKeys:
         offsets = np.cumsum(counts) - counts
         right = np.repeat(lo - offsets, counts) + np.arange(int(counts.sum()))
         return left, right
-
-
-def expand(
-    keys: npt.NDArray[np.int64], sorted_keys: npt.NDArray[np.int64]
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Equi-join ``keys`` to a sorted key column: (index into keys, index into sorted_keys)."""
-    return SortedKeys(sorted_keys).expand(keys)
