@@ -205,6 +205,12 @@ _FIBONACCI = np.uint64(0x9E3779B97F4A7C15).view(np.int64)  # 2^64 / golden ratio
 _MURMUR = np.uint64(0xC2B2AE3D27D4EB4F).view(np.int64)  # another odd multiplier (MurmurHash3)
 
 
+def _hashed(x: I64, bits: int, multiplier: np.int64 = _FIBONACCI) -> I64:
+    """Multiplicative hash of int64 keys into [0, 2**bits): the top bits of a wrapping product."""
+    slot: I64 = ((x * multiplier) >> (64 - bits)) & ((1 << bits) - 1)
+    return slot
+
+
 def _crowded(cell: I64, multiplier: np.int64 = _FIBONACCI, spare_bits: int = 1
              ) -> NDArray[np.bool_]:
     """Votes that may belong to a cell pair with MIN_VOTES votes, found in linear time.
@@ -219,10 +225,7 @@ def _crowded(cell: I64, multiplier: np.int64 = _FIBONACCI, spare_bits: int = 1
     the first kept, drops most of those kept by collisions.
     """
     bits = int(np.clip(math.ceil(math.log2(len(cell))) + spare_bits, 10, 23))
-    mask = (1 << bits) - 1
-    # multiplicative hash of (recording, window) in wrapping int64 arithmetic: its top bits
-    hashed = (((cell >> 17) * multiplier) >> (64 - bits)) & mask
-    slot = (hashed + ((cell & (2**17 - 1)) >> 2)) & mask
+    slot = (_hashed(cell >> 17, bits, multiplier) + ((cell & (2**17 - 1)) >> 2)) & ((1 << bits) - 1)
     counts = np.bincount(slot, minlength=1 << bits).astype(np.int32)
     near = counts.copy()
     near[1:] += counts[:-1]
@@ -236,11 +239,10 @@ def _crowded(cell: I64, multiplier: np.int64 = _FIBONACCI, spare_bits: int = 1
 def _window_votes(cell: I64, windows: I64) -> dict[int, int]:
     """Votes per (recording, window) of ``cell`` for the given windows, in one linear pass: a
     hashed mark table picks the votes that may be theirs, and only those are counted exactly."""
-    bits = 16
-    marked = np.zeros(1 << bits, dtype=bool)
-    marked[(((windows * _FIBONACCI) >> (64 - bits)) & ((1 << bits) - 1))] = True
+    marked = np.zeros(1 << 16, dtype=bool)
+    marked[_hashed(windows, 16)] = True
     of = cell >> 17
-    maybe = of[marked[((of * _FIBONACCI) >> (64 - bits)) & ((1 << bits) - 1)]]
+    maybe = of[marked[_hashed(of, 16)]]
     counted = dict(zip(*np.unique(maybe, return_counts=True), strict=True))
     return {int(w): int(counted.get(w, 0)) for w in windows}
 
