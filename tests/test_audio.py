@@ -59,6 +59,35 @@ def test_decode_reads_flac_and_ogg(tmp_path: Path, fmt: str) -> None:
     assert dominant_hz(y, sr) == pytest.approx(1000, abs=2)
 
 
+@pytest.mark.parametrize("encoder", ["libsndfile", "ffmpeg"])
+def test_ogg_vorbis_decodes_as_libvorbis_does(tmp_path: Path, encoder: str) -> None:
+    """libavcodec decodes Vorbis; its samples and length must be libvorbis's (via libsndfile).
+
+    libsndfile's encoder starts the stream at time 0 (libavcodec then ends a block early and
+    the tail is padded); ffmpeg's stamps 128 samples of pre-roll before 0, which are dropped.
+    """
+    if encoder == "ffmpeg" and shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not installed")
+    rng = np.random.default_rng(5)
+    y = (0.2 * rng.standard_normal((SR * 3 + 777, 2))).astype(np.float32)
+    path = tmp_path / "a.ogg"
+    if encoder == "libsndfile":
+        sf.write(path, y, SR, format="OGG")
+    else:
+        wav = tmp_path / "a.wav"
+        sf.write(wav, y, SR)
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(wav), "-c:a", "libvorbis",
+                        str(path)], check=True)
+    assert info(path).decoder == "pyav"
+    ours, _ = decode(path, None)
+    reference = sf.read(path, dtype="float32")[0].mean(axis=1)
+    assert len(ours) == len(reference) == sf.info(path).frames
+    padded = 8192 if encoder == "libsndfile" else 0
+    assert np.allclose(ours[: len(ours) - padded], reference[: len(ours) - padded], atol=2e-6)
+    blocks = list(stream(path, None, block_seconds=0.37))
+    assert np.array_equal(np.concatenate(blocks), ours)
+
+
 @needs_ffmpeg
 @pytest.mark.parametrize(("suffix", "codec"), [(".mp3", "libmp3lame"), (".m4a", "aac"),
                                                (".opus", "libopus")])

@@ -1,7 +1,9 @@
 """Decode audio files to mono float32 at an analysis rate, whole or as a stream of blocks.
 
-WAV, FLAC, Ogg (Vorbis, Opus) and MP3 are read with soundfile (libsndfile); anything libsndfile
-cannot read (M4A/AAC, Opus in other containers, video files) goes through an ``ffmpeg`` subprocess.
+WAV, FLAC, Ogg Opus and MP3 are read with soundfile (libsndfile). Ogg Vorbis, which libsndfile
+also reads, is decoded in-process by libavcodec through PyAV, ~1.5x faster than libvorbis, and its
+headers are still checked by libsndfile. Anything libsndfile cannot read (M4A/AAC, Opus in other
+containers, video files) goes through an ``ffmpeg`` subprocess.
 Channels are averaged to mono and the rate is converted with soxr, block by block, so a file of any
 length streams in bounded memory and gives the same samples as converting it whole.
 """
@@ -16,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+import av
 import numpy as np
 import soundfile as sf
 import soxr
@@ -26,6 +29,7 @@ DEFAULT_MAX_SECONDS = 4 * 3600.0
 BLOCK_SECONDS = 30.0
 _TRUNCATION_TOLERANCE = 0.98  # decoded / declared frames below this is reported as truncation
 _FFMPEG_TIMEOUT_S = 60.0
+_VORBIS_MAX_BLOCK = 8192  # the longest Vorbis block, samples: what libavcodec may drop at the end
 # soxr's "HQ": 20-bit precision, linear phase, passband to 91% of the lower Nyquist; at 44.1 to
 # 8 kHz it runs ~2,500x real time here, where scipy's resample_poly ran ~1,000x.
 _SOXR_QUALITY = "HQ"
@@ -54,8 +58,8 @@ class AudioInfo(NamedTuple):
     """What a file's header declares.
 
     Attributes: ``path``; ``samplerate`` in Hz; ``channels``; ``frames``, the number of samples
-    per channel the header declares (None when it declares none); ``decoder``, ``"soundfile"``
-    or ``"ffmpeg"``.
+    per channel the header declares (None when it declares none); ``decoder``, ``"soundfile"``,
+    ``"pyav"`` (Ogg Vorbis) or ``"ffmpeg"``.
     """
 
     path: str
@@ -145,11 +149,57 @@ def info(path: str | os.PathLike[str]) -> AudioInfo:
         if marker in i.extra_info:
             raise AudioError(p, cause)
     frames = i.frames if 0 < i.frames < 2**62 else None
-    return AudioInfo(str(p), int(i.samplerate), int(i.channels), frames, "soundfile")
+    decoder = "pyav" if (i.format, i.subtype) == ("OGG", "VORBIS") else "soundfile"
+    return AudioInfo(str(p), int(i.samplerate), int(i.channels), frames, decoder)
+
+
+def _take(fifo: av.AudioFifo, samples: int | None, skip: int) -> NDArray[np.float32]:
+    """Read ``samples`` (None: all) from a FIFO of planar float frames as (frames, channels),
+    less the first ``skip``."""
+    frame = fifo.read(samples) if samples is not None else fifo.read()
+    assert frame is not None  # only called with enough samples buffered
+    planar = np.asarray(frame.to_ndarray(), dtype=np.float32)  # Vorbis decodes to fltp
+    return planar[:, skip:].T
+
+
+def _vorbis_blocks(head: AudioInfo, block_frames: int) -> Iterator[NDArray[np.float32]]:
+    """Yield ``(frames, channels)`` float32 blocks of an Ogg Vorbis file decoded by libavcodec.
+
+    Its ~1,000-sample frames are joined in a FIFO so that Python handles blocks, not frames.
+    Samples equal libvorbis's to ~1e-6 once two edge cases are aligned with it: pre-roll (samples
+    stamped before time 0) is dropped, and where libavcodec ends a stream early (by at most one
+    Vorbis block, as with files libsndfile wrote) the tail is padded with silence to the header's
+    length.
+    """
+    emitted = 0
+    try:
+        with av.open(head.path) as container:
+            fifo = av.AudioFifo()
+            skip = 0
+            for frame in container.decode(audio=0):
+                if frame.pts is not None and frame.pts < 0 and frame.time_base is not None:
+                    skip += min(frame.samples, round(-frame.pts * frame.time_base * frame.rate))
+                frame.pts = None  # the FIFO checks timestamps for gaps; pre-roll makes one
+                fifo.write(frame)
+                while fifo.samples >= skip + block_frames:
+                    block = _take(fifo, skip + block_frames, skip)
+                    skip, emitted = 0, emitted + len(block)
+                    yield block
+            if fifo.samples > skip:
+                block = _take(fifo, None, skip)
+                emitted += len(block)
+                yield block
+    except av.error.FFmpegError as exc:
+        raise AudioError(head.path, f"corrupt audio data ({exc})") from exc
+    if head.frames is not None and 0 < head.frames - emitted <= _VORBIS_MAX_BLOCK:
+        yield np.zeros((head.frames - emitted, head.channels), dtype=np.float32)
 
 
 def _native_blocks(head: AudioInfo, block_frames: int) -> Iterator[NDArray[np.float32]]:
     """Yield ``(frames, channels)`` float32 blocks at the native rate."""
+    if head.decoder == "pyav":
+        yield from _vorbis_blocks(head, block_frames)
+        return
     if head.decoder == "soundfile":
         try:
             with sf.SoundFile(head.path) as f:
