@@ -11,6 +11,7 @@ import pytest
 from attune.royalties.ingest import (
     USAGE_SCHEMA,
     UsageFileError,
+    coded_totals_path,
     listens_paths,
     parse_csv,
     totals_path,
@@ -87,6 +88,19 @@ def test_every_line_keeps_its_number_and_exact_amounts(tmp_path: Path) -> None:
         for r in table.to_pylist()
         if r["item_kind"] == "isrc"
     )
+    # The integer-coded item totals decode, through the same keys, to the item totals (exact
+    # DECIMAL sums here too).
+    coded = pq.read_table(coded_totals_path(stored))
+    assert pa.types.is_decimal(coded.schema.field("revenue").type)
+    assert sorted(
+        (names["output" if c["output"] else "item", c["item_no"]],
+         names["territory", c["territory_no"]], names["currency", c["currency_no"]],
+         int(c["units"]), int(c["revenue"]))
+        for c in coded.to_pylist()
+    ) == sorted(
+        (t["item"], t["territory"], t["currency"], int(t["units"]), int(t["revenue"]))
+        for t in totals
+    )  # fmt: skip
 
 
 def test_problems_are_named_by_line_and_field_in_line_order(tmp_path: Path) -> None:

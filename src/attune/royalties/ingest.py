@@ -851,33 +851,51 @@ def listens_paths(lines: Path | str) -> tuple[Path, Path]:
             path.with_name(f"{path.stem}.keys.parquet"))  # fmt: skip
 
 
-def write_listens(lines: Path, con: duckdb.DuckDBPyConnection | None = None) -> Path:
-    """Write a usage file's ISRC lines as integers, for the user-centric pass of allocation.
+def coded_totals_path(lines: Path | str) -> Path:
+    """Where a usage file's integer-coded item totals live: beside it, ``*.items.parquet``."""
+    path = Path(lines)
+    return path.with_name(f"{path.stem}.items.parquet")
 
-    ``*.keys.parquet`` numbers the file's distinct items, listeners (NULL as ''), territories
-    and currencies (columns kind, no, value); ``*.listens.parquet`` holds one row per ISRC
-    line: item_no, listener_no, territory_no, currency_no, units, revenue. Allocation then
-    keeps only the lines of user-centric items by their numbers instead of joining every
-    line's strings. Keys are written first, so a listens file always has its keys.
+
+def write_listens(lines: Path, con: duckdb.DuckDBPyConnection | None = None) -> Path:
+    """Write a usage file's ISRC lines and item totals as integers, for the allocation.
+
+    ``*.keys.parquet`` numbers the file's distinct ISRC items, output items, listeners (NULL
+    as ''), territories and currencies (columns kind, no, value); ``*.listens.parquet`` holds
+    one row per ISRC line: item_no, listener_no, territory_no, currency_no, units, revenue.
+    Allocation then keeps only the lines of user-centric items by their numbers instead of
+    joining every line's strings. ``*.items.parquet`` holds the file's rollup in those numbers:
+    output (false: an ISRC), item_no, territory_no, currency_no, units, revenue (BIGINT sums,
+    or DECIMAL(38, 0) where they overflow), so that allocation joins only distinct items'
+    strings; it is written only when every line has an ISRC or output item, a territory and a
+    currency. Keys are written first, so a listens or items file always has its keys.
     """
     con = con or duckdb.connect()
     listens, keys = listens_paths(lines)
+    coded = coded_totals_path(lines)
     listens.unlink(missing_ok=True)  # never leave an earlier file's lines beside these
-    src = (
-        f"(SELECT * FROM read_parquet({_literal(str(lines))}) WHERE item_kind = 'isrc' "
-        "AND item IS NOT NULL AND territory IS NOT NULL AND currency IS NOT NULL)"
+    coded.unlink(missing_ok=True)
+    every = f"(SELECT * FROM read_parquet({_literal(str(lines))}))"
+    complete = (
+        "item_kind IN ('isrc', 'output') AND item IS NOT NULL AND territory IS NOT NULL "
+        "AND currency IS NOT NULL"
     )
-    kinds = {"currency": "currency", "item": "item", "listener": "coalesce(listener, '')",
-             "territory": "territory"}  # fmt: skip
+    src = f"(SELECT * FROM {every} WHERE item_kind = 'isrc' AND {complete})"
+    outputs = f"(SELECT * FROM {every} WHERE item_kind = 'output' AND {complete})"
+    kinds = {"currency": ("currency", every), "item": ("item", src),
+             "listener": ("coalesce(listener, '')", src), "output": ("item", outputs),
+             "territory": ("territory", every)}  # fmt: skip
     tmp_keys = keys.with_name(f".{keys.name}.{os.getpid()}.tmp")
     tmp_listens = listens.with_name(f".{listens.name}.{os.getpid()}.tmp")
+    tmp_coded = coded.with_name(f".{coded.name}.{os.getpid()}.tmp")
     try:
         with _unordered(con):  # numbers are free
-            for kind, value in kinds.items():
+            for kind, (value, rows) in kinds.items():
                 con.execute(
                     f"CREATE OR REPLACE TEMP TABLE listens_{kind} AS SELECT value, "
                     "(row_number() OVER () - 1)::INTEGER AS no "
-                    f"FROM (SELECT DISTINCT {value}::VARCHAR AS value FROM {src})"
+                    f"FROM (SELECT DISTINCT {value}::VARCHAR AS value FROM {rows} "
+                    "WHERE value IS NOT NULL)"
                 )
         # Keys kind by kind (in insertion order) in small row groups, so that a reader of one
         # kind skips the others' row groups.
@@ -899,12 +917,46 @@ def write_listens(lines: Path, con: duckdb.DuckDBPyConnection | None = None) -> 
                 TO {_literal(str(tmp_listens))} ({PARQUET_OPTIONS})
                 """
             )
+        incomplete = con.execute(f"SELECT count(*) FROM {every} WHERE NOT ({complete})")
+        if not incomplete.fetchall()[0][0]:
+            _write_coded_totals(con, tmp_listens, outputs, tmp_coded)
     finally:
         for kind in kinds:
             con.execute(f"DROP TABLE IF EXISTS listens_{kind}")
     os.replace(tmp_keys, keys)
     os.replace(tmp_listens, listens)
+    if tmp_coded.exists():
+        os.replace(tmp_coded, coded)
     return listens
+
+
+def _write_coded_totals(
+    con: duckdb.DuckDBPyConnection, listens: Path, outputs: str, target: Path
+) -> None:
+    """The integer-coded rollup: ISRC totals from the coded lines, then output totals from the
+    output lines by the numbers in the temporary key tables (in that order where the connection
+    keeps insertion order, so that a reader can slice instead of filter); BIGINT sums, DECIMAL
+    on overflow."""
+    for kind in ("BIGINT", "DECIMAL(38, 0)"):
+        try:
+            con.execute(
+                f"""
+                COPY (SELECT false AS output, item_no, territory_no, currency_no,
+                          sum(units)::{kind} AS units, sum(revenue)::{kind} AS revenue
+                      FROM read_parquet({_literal(str(listens))}) GROUP BY ALL
+                      UNION ALL
+                      SELECT true, o.no, t.no::SMALLINT, c.no::SMALLINT, sum(u.units)::{kind},
+                          sum(u.revenue)::{kind}
+                      FROM {outputs} u JOIN listens_output o ON o.value = u.item
+                      JOIN listens_territory t ON t.value = u.territory
+                      JOIN listens_currency c ON c.value = u.currency
+                      GROUP BY ALL)
+                TO {_literal(str(target))} ({PARQUET_OPTIONS})
+                """
+            )
+            return
+        except duckdb.ConversionException:
+            target.unlink(missing_ok=True)
 
 
 def write_parquet(table: pa.Table, target: Path) -> None:
