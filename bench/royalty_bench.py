@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from attune.royalties.ingest import listens_paths, totals_path, write_listens, write_totals
+from attune.royalties.ingest import coded_totals_path, totals_path, write_listens, write_totals
 
 PERIOD = "2026-10"
 LABELS = 1000
@@ -127,7 +127,7 @@ def generate_usage(out: Path, rows: int, recordings: int, outputs: int) -> list[
         if path.exists():
             if not totals_path(path).exists():
                 write_totals(path)
-            if not listens_paths(path)[0].exists():
+            if not coded_totals_path(path).exists():
                 write_listens(path)
             continue
         size = min(chunk, rows - start)
@@ -151,7 +151,7 @@ def generate_usage(out: Path, rows: int, recordings: int, outputs: int) -> list[
             ) TO '{path}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)
         """)  # fmt: skip
         write_totals(path)  # the side files ingest writes beside every report: item rollup
-        write_listens(path)  # and integer-coded ISRC lines
+        write_listens(path)  # and integer-coded ISRC lines and item totals
     return paths
 
 
@@ -168,7 +168,7 @@ def _cpu_seconds() -> float:
 def _child(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], q: Any) -> None:
     load = os.getloadavg()[0]
     result = fn(*args)
-    q.put({**result, "peak_mib": _peak_mib(), "load": max(load, os.getloadavg()[0])})
+    q.put({"peak_mib": _peak_mib(), **result, "load": max(load, os.getloadavg()[0])})
 
 
 def in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
@@ -212,7 +212,8 @@ def measure_ingest(out: Path, rows: int, recordings: int) -> dict[str, Any]:
 
 
 def measure_allocate(out: Path, files: list[str], threads: int, limit: str) -> dict[str, Any]:
-    """Time the DuckDB allocation and check that every pool is paid out exactly."""
+    """Time the DuckDB allocation, check that every pool is paid out exactly, and digest the
+    payouts (pools and leaves), which must not change with the implementation."""
     from attune.royalties.allocate import allocate
 
     snap = load_snapshot(out)
@@ -234,7 +235,8 @@ def measure_allocate(out: Path, files: list[str], threads: int, limit: str) -> d
                    out / f"duckdb-totals-{len(files)}.parquet")  # fmt: skip
     return {"seconds": seconds, "cpu": cpu, "pools": alloc.pools.num_rows,
             "leaves": alloc.leaves.num_rows, "unbalanced_pools": bad,
-            "negative": negative}  # fmt: skip
+            "negative": negative, "peak_mib": _peak_mib(),  # before the digest's sort
+            "digest": alloc.digest()}  # fmt: skip
 
 
 def _lr(df: Any, part: str, total: str, weight: str, order: list[str]) -> Any:
@@ -399,7 +401,7 @@ def main() -> None:
         r = in_child(measure_allocate, args.out, files, args.threads, args.memory_limit)
         note = (
             f"{r['pools']} pools, {r['leaves']} leaves, unbalanced {r['unbalanced_pools']}, "
-            f"negative {r['negative']}"
+            f"negative {r['negative']}, digest {r['digest'][:8]}"
         )
         results.append(("allocate (DuckDB, exact rounding)", rows, r["seconds"], r["cpu"],
                         r["peak_mib"], r["load"], note))  # fmt: skip

@@ -16,8 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attune.royalties import split
-from attune.royalties.allocate import Snapshot, allocate, snapshot
-from attune.royalties.ingest import USAGE_SCHEMA, write_listens, write_parquet, write_totals
+from attune.royalties.allocate import Allocation, Snapshot, allocate, snapshot
+from attune.royalties.ingest import (
+    USAGE_SCHEMA,
+    coded_totals_path,
+    write_listens,
+    write_parquet,
+    write_totals,
+)
 from attune.royalties.money import div_half_even, largest_remainder
 
 SETTINGS = settings(
@@ -259,7 +265,13 @@ def test_allocation_conserves_is_non_negative_deterministic_and_idempotent(
     write_totals(Path(path))
     assert allocate([path], snap, "2026-10").digest() == result.digest()
     write_listens(Path(path))
-    assert allocate([path], snap, "2026-10", threads=3).digest() == result.digest()
+    coded = allocate([path], snap, "2026-10", threads=3)
+    assert coded.digest() == result.digest()
+    assert _coverage(coded) == _coverage(result)
+    # A report ingested before the integer-coded item totals has keys and coded lines but no
+    # *.items.parquet: its totals are numbered at allocation, with the same result.
+    coded_totals_path(Path(path)).unlink()
+    assert allocate([path], snap, "2026-10").digest() == result.digest()
     half = len(usage) // 2
     split = [_write(usage[:half], folder / "a.parquet"), _write(usage[half:], folder / "b.parquet")]
     write_totals(Path(split[0]))
@@ -267,7 +279,37 @@ def test_allocation_conserves_is_non_negative_deterministic_and_idempotent(
     write_listens(Path(split[0]))
     assert allocate(split, snap, "2026-10").digest() == result.digest()
     write_listens(Path(split[1]))
-    assert allocate(split, snap, "2026-10", threads=1).digest() == result.digest()
+    both = allocate(split, snap, "2026-10", threads=1)
+    assert both.digest() == result.digest()
+    assert _coverage(both) == _coverage(result)
+
+
+def _coverage(result: Allocation) -> list[tuple[str, ...]]:
+    """Coverage rows as plain values, sorted: the same usage groups under the same pools."""
+    return sorted(tuple(map(repr, r.values())) for r in result.coverage.to_pylist())
+
+
+def test_incomplete_lines_get_no_coded_totals_and_allocate_alike(tmp_path: Path) -> None:
+    """A file with a line that has no territory (possible only by hand) gets no coded totals;
+    its allocation then numbers the totals itself and pays the same as from its lines."""
+    snap = snapshot(
+        recordings=[{"recording_id": 1, "isrc": "GBATT2600001", "work_id": None}],
+        owners=[{"recording_id": 1, "party_id": 1, "share": 100_000_000}],
+    )
+    rows = [{"report": "r", "line": n, "territory": territory, "service": "s",
+             "use_type": "stream", "commercial_model": "", "item_kind": "isrc",
+             "item": item, "units": 3, "revenue": 1_234_567, "currency": "EUR",
+             "listener": "a", "transaction_id": None}
+            for n, (territory, item) in enumerate([("FR", "GBATT2600001"), (None, "GBATT2600001"),
+                                                   ("DE", "GBZZZ2600009")], start=2)]  # fmt: skip
+    path = _write(rows, tmp_path / "u.parquet")
+    plain = allocate([path], snap, "2026-10")
+    write_totals(Path(path))
+    write_listens(Path(path))
+    assert not coded_totals_path(Path(path)).exists()
+    again = allocate([path], snap, "2026-10")
+    assert again.digest() == plain.digest()
+    assert _coverage(again) == _coverage(plain)
 
 
 def test_sql_largest_remainder_matches_the_python_reference(tmp_path: Path) -> None:

@@ -18,12 +18,15 @@ The rule, per usage period:
   Streams on recordings no agreement governs pay each recording its own revenue; streams on
   unregistered ISRCs go to suspense.
 
-Usage-level work (item totals, coverage, pools, pairs) runs in DuckDB; the two item-level
-splits (pools over pairs, pairs over parties) and each listener's user-centric split run in
-numpy on integer keys (attune.royalties.split), in int64 where products fit and in exact
-Python integers where they do not. Item totals come from the rollup ingest writes beside each
-usage file, and user-centric lines from its integer-coded ISRC lines where every file has them
-(attune.royalties.ingest.write_totals, write_listens); otherwise from the lines themselves.
+Usage-level work (pools, pairs, governance) runs in DuckDB; the two item-level splits (pools
+over pairs, pairs over parties) and each listener's user-centric split run in numpy on integer
+keys (attune.royalties.split), in int64 where products fit and in exact Python integers where
+they do not. Item totals come in integer codes: from the coded rollup ingest writes beside each
+usage file where every file has one (attune.royalties.ingest.write_listens), so that only the
+distinct ISRCs' strings are joined to recordings; otherwise from the string rollup
+(write_totals) or the lines, numbered at allocation. User-centric lines come from the
+integer-coded ISRC lines where every file has them, else from the lines. Stages that do not
+depend on each other run side by side on cursors of one DuckDB database.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import io
 import itertools
 import os
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -48,7 +51,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from attune.royalties import split
-from attune.royalties.ingest import listens_paths, totals_path
+from attune.royalties.ingest import coded_totals_path, listens_paths, totals_path
 from attune.royalties.money import div_half_even, exponent, micro_per_minor
 
 ALGORITHM = "attune-allocation/1"
@@ -125,30 +128,170 @@ POOLS_SCHEMA = pa.schema(
     ]
 )
 HUGEINT = pa.decimal128(38, 0)  # DuckDB's HUGEINT in Arrow
+TEXT = pa.dictionary(pa.int32(), pa.string())  # leaves' strings index their pools' and outputs'
 LEAVES_SCHEMA = pa.schema(
     [
-        ("pool", pa.string()),
-        ("source", pa.string()),
+        ("pool", TEXT),
+        ("source", TEXT),
         ("agreement_id", pa.int64()),
-        ("currency", pa.string()),
+        ("currency", TEXT),
         ("pair", pa.int64()),
-        ("output_id", pa.string()),
+        ("output_id", TEXT),
         ("recording_id", pa.int64()),
         ("work_id", pa.int64()),
         ("isrc", pa.string()),
         ("pair_weight", HUGEINT),
         ("pair_amount", pa.int64()),
-        ("role", pa.string()),
+        ("role", pa.dictionary(pa.int8(), pa.string())),
         ("party_id", pa.int64()),
         ("leaf_weight", HUGEINT),
         ("amount", pa.int64()),
     ]
 )
-# How pairs of one pool are ordered among equal remainders (and so numbered). The weight comes
-# last: an output may attribute the same item twice, and such pairs differ only in weight.
-PAIR_KEY = (
-    "out_no NULLS FIRST, recording_id NULLS FIRST, work_id NULLS FIRST, isrc NULLS FIRST, weight"
-)
+REGISTRY_SQL = """
+    CREATE TABLE ga AS SELECT * FROM s_agreements
+        WHERE start_date <= DATE '{last}' AND (end_date IS NULL OR end_date >= DATE '{first}');
+    CREATE TABLE covers_rec AS
+        SELECT DISTINCT g.agreement_id, r.recording_id
+        FROM ga g JOIN s_owners h ON h.party_id = g.licensor_id
+        JOIN s_recordings r ON r.recording_id = h.recording_id
+        LEFT JOIN s_items i ON i.agreement_id = g.agreement_id
+            AND i.recording_id = r.recording_id
+        LEFT JOIN s_items j ON j.agreement_id = g.agreement_id AND j.work_id = r.work_id
+        WHERE g.covers_all OR i.agreement_id IS NOT NULL OR j.agreement_id IS NOT NULL;
+    CREATE TABLE covers_work AS
+        SELECT DISTINCT g.agreement_id, h.work_id
+        FROM ga g JOIN s_work_shares h ON h.party_id = g.licensor_id
+        LEFT JOIN s_items i ON i.agreement_id = g.agreement_id AND i.work_id = h.work_id
+        WHERE g.covers_all OR i.agreement_id IS NOT NULL;
+    -- Outputs numbered in id order, so that pairs sort and group on integers.
+    CREATE TABLE out_no AS
+        SELECT output_id, row_number() OVER (ORDER BY output_id) AS out_no
+        FROM (SELECT DISTINCT output_id FROM s_outputs WHERE output_id IS NOT NULL);
+"""
+# What needs the usage's territories and AI usage (agg_out, usage_territories).
+USAGE_SQL = """
+    CREATE TABLE cov AS
+        SELECT g.agreement_id, t.territory
+        FROM ga g CROSS JOIN usage_territories t
+        LEFT JOIN s_territories x
+            ON x.agreement_id = g.agreement_id AND x.territory = t.territory
+        WHERE CASE WHEN t.territory = 'Worldwide'
+            -- usage not reported per country: only a worldwide grant without exceptions
+            THEN g.worldwide AND NOT EXISTS (SELECT 1 FROM s_territories e
+                WHERE e.agreement_id = g.agreement_id AND e.excluded)
+            ELSE (g.worldwide AND (x.territory IS NULL OR NOT x.excluded))
+                OR (NOT g.worldwide AND x.territory IS NOT NULL AND NOT x.excluded) END;
+    CREATE TABLE ai_usage AS
+        SELECT a.currency, a.territory, a.item AS output_id, n.out_no, o.platform_id,
+            o.model, a.units, a.revenue
+        FROM agg_out a JOIN s_outputs o ON o.output_id = a.item
+        JOIN out_no n ON n.output_id = a.item;
+    CREATE TABLE ai_sums AS
+        SELECT platform_id, model, territory, currency, sum(revenue) AS revenue
+        FROM ai_usage GROUP BY ALL;
+    CREATE TABLE ai_ok AS
+        SELECT DISTINCT g.agreement_id, x.platform_id, x.model, x.territory
+        FROM (SELECT DISTINCT platform_id, model, territory FROM ai_sums) x
+        JOIN ga g ON g.licensee_id = x.platform_id
+        JOIN cov c ON c.agreement_id = g.agreement_id AND c.territory = x.territory
+        WHERE NOT EXISTS (SELECT 1 FROM s_models m WHERE m.agreement_id = g.agreement_id)
+            OR EXISTS (SELECT 1 FROM s_models m
+                       WHERE m.agreement_id = g.agreement_id AND m.model = x.model);
+    CREATE TABLE aie AS
+        SELECT k.agreement_id, s.currency, sum(s.revenue) AS revenue
+        FROM ai_sums s JOIN ai_ok k ON k.platform_id = s.platform_id
+            AND k.model = s.model AND k.territory = s.territory
+        GROUP BY ALL;
+    -- A recording whose lowest covering agreement covers every usage territory is
+    -- governed by it everywhere; only the others need a minimum per territory.
+    CREATE TABLE full_cover AS
+        SELECT agreement_id FROM cov GROUP BY ALL
+        HAVING count(DISTINCT territory) = (SELECT count(territory) FROM usage_territories);
+    CREATE TABLE gov_all AS
+        SELECT f.recording_id, f.agreement_id
+        FROM (SELECT recording_id, min(agreement_id) AS agreement_id
+              FROM covers_rec GROUP BY ALL) f
+        SEMI JOIN full_cover USING (agreement_id);
+"""
+AI_SQL = """
+    -- Attributions an agreement covers; n counts repeats of one (output, item, share).
+    CREATE TABLE ai_cover AS
+        SELECT agreement_id, n.out_no, recording_id, work_id, share, count(*) AS n
+        FROM (
+            SELECT agreement_id, recording_id, NULL::BIGINT AS work_id, t.output_id, t.share
+            FROM covers_rec c JOIN s_attributions t USING (recording_id)
+            UNION ALL
+            SELECT agreement_id, NULL::BIGINT, work_id, t.output_id, t.share
+            FROM covers_work c JOIN s_attributions t USING (work_id)
+        ) JOIN out_no n USING (output_id)
+        GROUP BY ALL;
+    -- Units of covered outputs in the territories each agreement grants. Agreements that
+    -- grant the same (platform, model, territory) set share one class, and units are
+    -- summed once per class and output rather than once per agreement and output.
+    CREATE TABLE ai_class AS
+        SELECT agreement_id, dense_rank() OVER (ORDER BY grants) AS cls
+        FROM (SELECT agreement_id,
+                  list((platform_id, model, territory)
+                       ORDER BY platform_id, model, territory) AS grants
+              FROM ai_ok GROUP BY ALL);
+    CREATE TABLE class_units AS
+        SELECT k.cls, u.currency, u.out_no, sum(u.units) AS units
+        FROM ai_usage u
+        JOIN (SELECT DISTINCT c.cls, k.platform_id, k.model, k.territory
+              FROM ai_ok k JOIN ai_class c USING (agreement_id)) k
+            ON k.platform_id = u.platform_id AND k.model = u.model
+            AND k.territory = u.territory
+        GROUP BY ALL HAVING sum(u.units) > 0;
+"""
+# Each source's pairs, ordered by pool number (pools in name order, so sources come in the
+# order ai, catalog, direct, suspense) and within a pool by the key that orders pairs among
+# equal remainders (and so numbers them). An AI pair's weight comes last: an output may
+# attribute the same item twice, and such pairs differ only in weight. AI pairs of no weight
+# are left out; so are pools with no pair.
+PAIR_COLUMNS = "n.pool_ix, p.amount AS total"
+AI_PAIRS = f"""
+    SELECT {PAIR_COLUMNS}, c.out_no, c.recording_id, c.work_id, NULL::VARCHAR AS isrc,
+        (x.units * c.n)::HUGEINT * c.share AS weight
+    FROM ai_cover c JOIN ai_class a USING (agreement_id)
+    JOIN class_units x ON x.cls = a.cls AND x.out_no = c.out_no
+    JOIN pools p ON p.source = 'ai' AND p.agreement_id = c.agreement_id
+        AND p.currency = x.currency
+    JOIN pool_no n ON n.pool = p.pool
+    WHERE (x.units * c.n)::HUGEINT * c.share > 0
+    ORDER BY n.pool_ix, c.out_no, c.recording_id NULLS FIRST, c.work_id NULLS FIRST, weight
+"""
+CATALOG_PAIRS = f"""
+    SELECT {PAIR_COLUMNS}, NULL::BIGINT AS out_no, c.recording_id, NULL::BIGINT AS work_id,
+        NULL::VARCHAR AS isrc,
+        CASE WHEN p.source = 'direct' THEN c.revenue ELSE c.units::HUGEINT END AS weight
+    FROM cat_rec c
+    JOIN pools p ON p.source IN ('catalog', 'direct') AND p.policy <> 'user_centric'
+        AND coalesce(p.agreement_id, -1) = coalesce(c.agreement_id, -1)
+        AND p.currency = c.currency
+    JOIN pool_no n ON n.pool = p.pool
+    ORDER BY n.pool_ix, c.recording_id, weight
+"""
+# Pairs of user-centric pools, weighed by the user-centric split (table uc_w).
+USER_CENTRIC_PAIRS = f"""
+    SELECT {PAIR_COLUMNS}, NULL::BIGINT AS out_no, c.recording_id, NULL::BIGINT AS work_id,
+        NULL::VARCHAR AS isrc, w.weight
+    FROM cat_rec c
+    JOIN pools p ON p.source = 'catalog' AND p.policy = 'user_centric'
+        AND p.agreement_id = c.agreement_id AND p.currency = c.currency
+    JOIN pool_no n ON n.pool = p.pool
+    LEFT JOIN uc_w w ON w.currency = c.currency AND w.agreement_id = c.agreement_id
+        AND w.recording_id = c.recording_id
+    ORDER BY n.pool_ix, c.recording_id, weight
+"""
+SUSPENSE_PAIRS = f"""
+    SELECT {PAIR_COLUMNS}, NULL::BIGINT AS out_no, NULL::BIGINT AS recording_id,
+        NULL::BIGINT AS work_id, c.isrc, sum(c.revenue)::HUGEINT AS weight
+    FROM suspended c JOIN pools p ON p.source = 'suspense' AND p.currency = c.currency
+    JOIN pool_no n ON n.pool = p.pool
+    GROUP BY ALL
+    ORDER BY n.pool_ix, c.isrc, weight
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,8 +450,7 @@ def _pools(
             }
         )
     for cur, revenue in con.execute(
-        "SELECT currency, sum(revenue) FROM cat WHERE recording_id IS NULL GROUP BY ALL "
-        "ORDER BY ALL"
+        "SELECT currency, sum(revenue) FROM suspended GROUP BY ALL ORDER BY ALL"
     ).fetchall():
         amount = div_half_even(int(revenue), micro_per_minor(cur))
         rows.append(
@@ -332,8 +474,21 @@ def _pools(
 def _column(table: pa.Table, name: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
     """A nullable BIGINT column as int64 values (0 where NULL) and its NULL mask."""
     col = table.column(name)
+    if not col.null_count:  # no fill (a copy) needed
+        return np.asarray(col.to_numpy(), dtype=np.int64), np.zeros(len(col), dtype=bool)
     nulls = np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     return np.asarray(col.fill_null(0).to_numpy(), dtype=np.int64), nulls
+
+
+def _nullable(values: npt.NDArray[Any], nulls: npt.NDArray[np.bool_]) -> pa.Array:
+    """A numpy column as Arrow, NULL where ``nulls``; the validity bitmap is packed directly
+    (``pa.array(values, mask=...)`` takes a slow path when any value is masked)."""
+    values = np.ascontiguousarray(values)
+    count = int(np.count_nonzero(nulls))
+    bitmap = pa.py_buffer(np.packbits(~nulls, bitorder="little")) if count else None
+    return pa.Array.from_buffers(
+        pa.from_numpy_dtype(values.dtype), len(values), [bitmap, pa.py_buffer(values)], count
+    )
 
 
 def _decimal(values: split.Ints) -> pa.Array:
@@ -404,28 +559,20 @@ class _LeafRows:
         self.weight.append(weight)
 
 
-def _pairs(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, pa.Table]:
-    """Pools (with their publishing share and licensor) and their pairs, in PAIR_KEY order."""
-    pools = con.sql(
+def _pool_rows(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """Pools in name order, with their publishing share and (AI pools) licensor."""
+    return con.sql(
         """
-        SELECT n.pool_no, p.pool, p.source, p.agreement_id, p.currency, p.amount,
+        SELECT n.pool_ix, p.pool, p.source, p.agreement_id, p.currency, p.amount,
             CASE WHEN p.source = 'ai' THEN g.ai_publishing
                  ELSE coalesce(g.catalog_publishing, 0) END AS pub,
             s.licensor_id
         FROM pools p JOIN pool_no n USING (pool)
         LEFT JOIN ga g ON g.agreement_id = p.agreement_id
         LEFT JOIN s_agreements s ON s.agreement_id = p.agreement_id AND p.source = 'ai'
-        ORDER BY n.pool_no
+        ORDER BY n.pool_ix
         """
     ).to_arrow_table()
-    pairs = con.sql(
-        f"""
-        SELECT n.pool_no - 1 AS pool_ix, x.total, x.out_no, x.recording_id, x.work_id,
-            x.isrc, x.weight
-        FROM pairs_w x JOIN pool_no n USING (pool) ORDER BY n.pool_no, {PAIR_KEY}
-        """
-    ).to_arrow_table()
-    return pools, pairs
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,7 +584,7 @@ class _Registry:
     rec_key: split.SortedKeys  # recording ids
     rec_work: npt.NDArray[np.int64]  # and their works (0 where NULL)
     rec_work_null: npt.NDArray[np.bool_]
-    outputs: pa.Array  # output ids by number (index 0: NULL)
+    outputs: pa.Array  # output ids by number - 1
 
     @classmethod
     def read(cls, con: duckdb.DuckDBPyConnection) -> _Registry:
@@ -452,7 +599,7 @@ class _Registry:
             _Splits.read(con, "s_work_shares", "work_id"),
             split.SortedKeys(_column(recs, "recording_id")[0]),
             *_column(recs, "work_id"),
-            pa.concat_arrays([pa.nulls(1, pa.string()), *names.column(0).cast(pa.string()).chunks]),
+            names.column(0).combine_chunks().cast(pa.string()),
         )
 
 
@@ -487,35 +634,42 @@ def _leaf_rows(reg: _Registry, pools: pa.Table, pairs: pa.Table) -> _LeafRows:
     return rows
 
 
-def _leaves(con: duckdb.DuckDBPyConnection, parts: int) -> tuple[pa.Table, int]:
-    """Levels 1 and 2 in numpy: each pool over its pairs, each pair over its parties.
+def _leaf_runs(
+    background: ThreadPoolExecutor, reg: _Registry, pools: pa.Table, pairs: pa.Table, parts: int
+) -> list[Future[tuple[pa.Table, npt.NDArray[np.int64]]]]:
+    """Levels 1 and 2 in numpy, each pool over its pairs and each pair over its parties, for
+    whole pools' pairs (in pool order), started on ``background``.
 
     Pools are independent, so their pairs are cut at pool boundaries into ``parts`` runs of
-    about equal size that threads allocate side by side (numpy and Arrow release the GIL);
-    the runs' leaves are concatenated in pool order. Returns (leaves, number of pairs).
+    about equal size that threads allocate side by side (numpy and Arrow release the GIL).
     """
-    pools, pairs = _pairs(con)
-    reg = _Registry.read(con)
     pool_ix = np.asarray(pairs.column("pool_ix").to_numpy(), dtype=np.int64)
     first = np.flatnonzero(np.r_[True, pool_ix[1:] != pool_ix[:-1]]) if len(pool_ix) else pool_ix
     at = np.searchsorted(first, np.arange(1, parts) * len(pool_ix) / parts)
     cuts = np.unique(first[np.minimum(at, len(first) - 1)]) if len(first) else first
     bounds = np.r_[0, cuts[cuts > 0], len(pool_ix)].astype(np.int64)
-    runs = [pairs.slice(lo, hi - lo) for lo, hi in itertools.pairwise(bounds.tolist())]
-    with ThreadPoolExecutor(max(1, len(runs))) as pool:
-        done = list(pool.map(lambda run: _leaves_of(reg, pools, run), runs))
-    leaves = [table for table, _ in done]
+    return [
+        background.submit(_leaves_of, reg, pools, pairs.slice(lo, hi - lo))
+        for lo, hi in itertools.pairwise(bounds.tolist())
+    ]
+
+
+def _leaves(
+    runs: list[Future[tuple[pa.Table, npt.NDArray[np.int64]]]], pools: pa.Table
+) -> pa.Table:
+    """The runs' leaves in pool order, then those of AI pools no pair reached."""
+    done = [run.result() for run in runs]
     reached = np.concatenate([np.zeros(0, np.int64), *(r for _, r in done)])
-    return pa.concat_tables([*leaves, _unattributed(pools, reached)]), len(pool_ix)
+    return pa.concat_tables([*(table for table, _ in done), _unattributed(pools, reached)])
 
 
 def _leaves_of(
     reg: _Registry, pools: pa.Table, pairs: pa.Table
 ) -> tuple[pa.Table, npt.NDArray[np.int64]]:
-    """Leaves of whole pools' pairs (in PAIR_KEY order); also the pools they reach.
+    """Leaves of whole pools' pairs (in pair order); also the pools they reach.
 
     Pair ids are the pool's number (pools in name order) x 2^32 + the pair's place in the
-    pool's largest-remainder order (remainder, then PAIR_KEY), so numbering needs no global
+    pool's largest-remainder order (remainder, then pair order), so numbering needs no global
     sort.
     """
     pool_ix = np.asarray(pairs.column("pool_ix").to_numpy(), dtype=np.int64)
@@ -523,6 +677,14 @@ def _leaves_of(
     sizes = np.diff(np.r_[first, len(pool_ix)]).astype(np.int64)
     totals = np.asarray(pairs.column("total").to_numpy(), dtype=np.int64)[first]
     pair_weight = split.as_ints(pairs.column("weight"))
+    # A pool whose pairs weigh nothing in all is split equally: each pair weighs 1.
+    weightless = (
+        np.repeat(split.group_sums(pair_weight, first) == 0, sizes)
+        if len(first)
+        else np.zeros(0, dtype=bool)
+    )
+    if weightless.any():
+        pair_weight = split.fit(np.where(weightless, 1, pair_weight))
     pair_amount, rank = split.largest_remainder(totals, sizes, pair_weight)
     rows = _leaf_rows(reg, pools, pairs)
     pair = np.concatenate([np.zeros(0, np.int64), *rows.pair])
@@ -535,24 +697,35 @@ def _leaves_of(
     counts = np.bincount(pair, minlength=len(pool_ix))
     paid = np.flatnonzero(counts)
     amount, _ = split.largest_remainder(pair_amount[paid], counts[paid], leaf_weight)
-    leaf_pool, by_pool, by_pair = pool_ix[pair], pa.array(pool_ix[pair]), pa.array(pair)
-    out_no = np.asarray(pairs.column("out_no").fill_null(0).to_numpy(), dtype=np.int64)
+    leaf_pool, by_pair = pool_ix[pair], pa.array(pair)
+    by_pool = pa.array(leaf_pool.astype(np.int32))
+    out_no = np.asarray(pairs.column("out_no").fill_null(0).to_numpy(), dtype=np.int64)[pair]
+    # String columns are dictionaries over the pools' and outputs' strings: no string copied.
+    text = {
+        name: pa.DictionaryArray.from_arrays(pc.take(codes.indices, by_pool), codes.dictionary)
+        for name in ("pool", "source", "currency")
+        for codes in [pc.dictionary_encode(pools.column(name).combine_chunks())]
+    }
     leaves = pa.table(
         {
-            "pool": pools.column("pool").take(by_pool),
-            "source": pools.column("source").take(by_pool),
+            "pool": text["pool"],
+            "source": text["source"],
             "agreement_id": pools.column("agreement_id").take(by_pool),
-            "currency": pools.column("currency").take(by_pool),
+            "currency": text["currency"],
             "pair": ((pool_ix + 1) * 4294967296 + rank)[pair],
-            "output_id": reg.outputs.take(pa.array(out_no[pair])),
+            "output_id": pa.DictionaryArray.from_arrays(
+                _nullable((out_no - 1).astype(np.int32), out_no == 0), reg.outputs
+            ),
             "recording_id": pairs.column("recording_id").take(by_pair),
             "work_id": pairs.column("work_id").take(by_pair),
             "isrc": pairs.column("isrc").take(by_pair),
             "pair_weight": _decimal(pair_weight[pair]),
             "pair_amount": pair_amount[pair],
-            "role": pa.array(ROLES).take(pa.array(_cat(rows.role, np.int8)[order])),
-            "party_id": pa.array(
-                _cat(rows.party, np.int64)[order], mask=_cat(rows.party_null, np.bool_)[order]
+            "role": pa.DictionaryArray.from_arrays(
+                pa.array(_cat(rows.role, np.int8)[order]), pa.array(ROLES)
+            ),
+            "party_id": _nullable(
+                _cat(rows.party, np.int64)[order], _cat(rows.party_null, np.bool_)[order]
             ),
             "leaf_weight": _decimal(leaf_weight),
             "amount": amount,
@@ -593,31 +766,46 @@ def _unattributed(pools: pa.Table, leaf_pool: npt.NDArray[np.int64]) -> pa.Table
             "party_id": lone.column("licensor_id"),
             "leaf_weight": pa.array([Decimal(PAIR_WEIGHT)] * n, HUGEINT),
             "amount": lone.column("amount"),
-        },
-        schema=LEAVES_SCHEMA,
-    )
+        }
+    ).cast(LEAVES_SCHEMA)
 
 
 def _uc_lines_from_listens(
-    con: duckdb.DuckDBPyConnection, files: Sequence[str]
+    con: duckdb.DuckDBPyConnection,
+    files: Sequence[str],
+    local: list[dict[str, tuple[npt.NDArray[np.int64], int]]] | None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], split.Ints, split.Ints]:
     """User-centric lines from the files' integer-coded side files: (uc_gov ix, listener, units,
-    revenue) per line. Keys are joined once per distinct item; lines are kept by item number."""
+    revenue) per line. Lines are kept by their (item, territory, currency) code, which each
+    uc_gov row gets from its numbers through ``local`` where given, else by joining the
+    file's keys once per distinct item."""
     gov_ix, listener, units, revenue, names = [], [], [], [], []
-    for f in files:
+    if local is not None:
+        gov = con.sql("SELECT ix, item_no, territory_no, currency_no FROM uc_gov").to_arrow_table()
+    for n, f in enumerate(files):
         listens, keys = listens_paths(f)
-        k = f"read_parquet({_listing([keys])})"
-        sizes = dict(con.execute(f"SELECT kind, count(*) FROM {k} GROUP BY ALL").fetchall())
-        n_terr, n_cur = int(sizes.get("territory", 0)), int(sizes.get("currency", 0))
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE uc_look AS
-            SELECT (i.no::BIGINT * {n_terr} + t.no) * {n_cur} + c.no AS code, g.ix
-            FROM uc_gov g JOIN {k} i ON i.kind = 'item' AND i.value = g.isrc
-            JOIN {k} t ON t.kind = 'territory' AND t.value = g.territory
-            JOIN {k} c ON c.kind = 'currency' AND c.value = g.currency
-            """
-        )
+        if local is not None:
+            own = {k: _codes(gov.column(f"{k}_no")) for k in ("item", "territory", "currency")}
+            for k, codes in own.items():
+                own[k] = np.where(codes < 0, -1, local[n][k][0][codes])
+            n_terr, n_cur = local[n]["territory"][1], local[n]["currency"][1]
+            ok = (own["item"] >= 0) & (own["territory"] >= 0) & (own["currency"] >= 0)
+            code = (own["item"] * n_terr + own["territory"]) * n_cur + own["currency"]
+            look = pa.table({"code": code[ok], "ix": _codes(gov.column("ix"))[ok]})
+            con.register("uc_look", look)
+        else:
+            k = f"read_parquet({_listing([keys])})"
+            sizes = dict(con.execute(f"SELECT kind, count(*) FROM {k} GROUP BY ALL").fetchall())
+            n_terr, n_cur = int(sizes.get("territory", 0)), int(sizes.get("currency", 0))
+            con.execute(
+                f"""
+                CREATE OR REPLACE TEMP TABLE uc_look AS
+                SELECT (i.no::BIGINT * {n_terr} + t.no) * {n_cur} + c.no AS code, g.ix
+                FROM uc_gov g JOIN {k} i ON i.kind = 'item' AND i.value = g.isrc
+                JOIN {k} t ON t.kind = 'territory' AND t.value = g.territory
+                JOIN {k} c ON c.kind = 'currency' AND c.value = g.currency
+                """
+            )
         picked = con.sql(
             f"""
             SELECT k.ix, l.listener_no, l.units, l.revenue
@@ -692,17 +880,23 @@ def _uc_numbers(
     return ucr_of, ca_of, order[np.flatnonzero(new_ucr)]
 
 
-def _user_centric(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> None:
+def _user_centric(
+    con: duckdb.DuckDBPyConnection,
+    files: Sequence[str],
+    uc_gov: pa.Table,
+    local: list[dict[str, tuple[npt.NDArray[np.int64], int]]] | None,
+) -> None:
     """Table uc_w: per (currency, agreement, recording), the sum over listeners of each
     listener's revenue split over their recordings by units (largest remainder, ties by
-    recording id), for agreements whose catalog policy is user-centric."""
-    gov = con.sql(
-        "SELECT currency, agreement_id, recording_id FROM uc_gov ORDER BY ix"
-    ).to_arrow_table()
+    recording id), for agreements whose catalog policy is user-centric, whose items are the
+    rows of ``uc_gov`` (numbered by ix). ``local``: the files' own numbers of the usage's
+    codes, where the usage was read from coded side files."""
+    con.register("uc_gov", uc_gov)
+    gov = uc_gov.select(["currency", "agreement_id", "recording_id"])
     ucr_of, ca_of, ucr_rows = _uc_numbers(gov)
     sides = files and all(listens_paths(f)[0].exists() for f in files)
     ix, listener, units, revenue = (
-        _uc_lines_from_listens(con, files) if sides else _uc_lines_from_usage(con)
+        _uc_lines_from_listens(con, files, local) if sides else _uc_lines_from_usage(con)
     )
     n_ucr = int(ucr_of.max()) + 1 if len(ucr_of) else 1
     ca_of_ucr = np.zeros(n_ucr, dtype=np.int64)
@@ -732,6 +926,281 @@ def _user_centric(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> None:
     con.unregister("uc_sums")
 
 
+CODED_KINDS = ("currency", "item", "output", "territory")  # key kinds of the coded rollup
+
+
+@dataclass(frozen=True, slots=True)
+class _Usage:
+    """A period's item totals in integer codes, one row per (output, item, territory,
+    currency), and the strings the codes stand for. ``local``, where the totals were read from
+    coded side files: per file and kind, each number's number in the file (-1: not in it),
+    and how many the file numbers."""
+
+    totals: pa.Table  # output, item_no, territory_no, currency_no (NULL: none), units, revenue
+    names: dict[str, pa.Array]  # per kind in CODED_KINDS: strings by number
+    local: list[dict[str, tuple[npt.NDArray[np.int64], int]]] | None
+
+
+def _codes(column: pa.ChunkedArray | pa.Array) -> npt.NDArray[np.int64]:
+    """An integer code column as int64, -1 where NULL."""
+    filled = column.fill_null(-1) if column.null_count else column
+    return np.asarray(filled.to_numpy(), dtype=np.int64)
+
+
+def _dictionary(codes: pa.ChunkedArray | npt.NDArray[np.int64], names: pa.Array) -> pa.ChunkedArray:
+    """Strings by code as a dictionary column over ``names``, which copies no string: an
+    Arrow code column is used as it is (NULL stays NULL), numpy codes are NULL where -1."""
+    if isinstance(codes, np.ndarray):
+        codes = pa.chunked_array([_nullable(codes.astype(np.int32), codes < 0)])
+    return pa.chunked_array(
+        [pa.DictionaryArray.from_arrays(c, names) for c in codes.chunks],
+        pa.dictionary(codes.type, pa.string()),
+    )
+
+
+def _by_number(keys: pa.Table) -> pa.Array:
+    """The values of a kind's keys (columns no, value) placed by their number."""
+    no = np.asarray(keys.column("no").to_numpy(), dtype=np.int64)
+    values = keys.column("value").combine_chunks().cast(pa.string())
+    return values if np.array_equal(no, np.arange(len(no))) else values.take(np.argsort(no))
+
+
+def _usage_from_side_files(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> _Usage:
+    """Item totals from the files' integer-coded rollups (ingest.write_listens). Several
+    files are numbered as one by their strings, and rows of one key in several files summed."""
+    tables, names = [], []
+    for f in files:
+        keys = pq.read_table(listens_paths(f)[1])  # a filtered read costs more than a full one
+        kind = keys.column("kind")
+        names.append({k: _by_number(keys.filter(pc.equal(kind, k))) for k in CODED_KINDS})
+        tables.append(pq.read_table(coded_totals_path(f)))
+    if len(files) == 1:
+        local = [{k: (np.arange(len(v)), len(v)) for k, v in names[0].items()}]
+        return _Usage(tables[0], names[0], local)
+    one: dict[str, pa.Array] = {}
+    to_one: list[dict[str, npt.NDArray[np.int64]]] = [{} for _ in files]
+    for k in CODED_KINDS:
+        encoded = pc.dictionary_encode(pa.concat_arrays([n[k] for n in names]))
+        one[k] = encoded.dictionary
+        at = np.cumsum([0, *(len(n[k]) for n in names)])
+        numbers = np.asarray(encoded.indices.to_numpy(), dtype=np.int64)
+        for i in range(len(files)):
+            to_one[i][k] = numbers[at[i] : at[i + 1]]
+    # Sums are exact in DuckDB either way; DECIMAL columns only where a file has them.
+    wide = any(not pa.types.is_int64(t.schema.field(c).type) for t in tables
+               for c in ("units", "revenue"))  # fmt: skip
+    parts = []
+    for t, m in zip(tables, to_one, strict=True):
+        output = np.asarray(t.column("output").to_numpy(), dtype=bool)
+        item = _codes(t.column("item_no"))
+        item = np.where(output, m["output"][np.where(output, item, 0)] if len(m["output"]) else 0,
+                        m["item"][np.where(output, 0, item)] if len(m["item"]) else 0)  # fmt: skip
+        parts.append(pa.table({
+            "output": t.column("output"), "item_no": item.astype(np.int32),
+            "territory_no": m["territory"][_codes(t.column("territory_no"))].astype(np.int32),
+            "currency_no": m["currency"][_codes(t.column("currency_no"))].astype(np.int32),
+            **{c: t.column(c).cast(HUGEINT) if wide else t.column(c) for c in ("units", "revenue")},
+        }))  # fmt: skip
+    con.register("coded_in", pa.concat_tables(parts))
+    totals = con.sql(
+        "SELECT output, item_no, territory_no, currency_no, sum(units)::HUGEINT AS units, "
+        "sum(revenue)::HUGEINT AS revenue FROM coded_in GROUP BY ALL"
+    ).to_arrow_table()
+    con.unregister("coded_in")
+    local = []
+    for m in to_one:
+        back = {}
+        for k, to in m.items():
+            inverse = np.full(len(one[k]), -1, dtype=np.int64)
+            inverse[to] = np.arange(len(to))
+            back[k] = (inverse, len(to))
+        local.append(back)
+    return _Usage(totals, one, local)
+
+
+def _usage_from_sql(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> _Usage:
+    """Item totals from each file's string rollup (ingest.write_totals), else from its lines,
+    numbered here: the path of files written without the coded rollup."""
+    # Files of one column type are read in one scan (far cheaper than a UNION ALL of per-file
+    # scans); one rollup alone already has one row per key, so needs no merge.
+    groups: dict[tuple[bool, str], list[str]] = {}
+    for f in files:
+        rollup = totals_path(f)
+        source = str(rollup) if rollup.exists() else f
+        kind = (rollup.exists(), str(pq.read_schema(source).field("revenue").type))
+        groups.setdefault(kind, []).append(source)
+    parts = [
+        "SELECT currency::VARCHAR AS currency, territory::VARCHAR AS territory, "
+        "item_kind::VARCHAR AS item_kind, item::VARCHAR AS item, units::HUGEINT AS units, "
+        f"revenue::HUGEINT AS revenue FROM read_parquet([{_listing(group)}])"
+        for _, group in sorted(groups.items())
+    ]
+    single = len(files) == 1 and totals_path(files[0]).exists()
+    con.execute(
+        "CREATE TABLE agg AS SELECT currency, territory, item_kind, item, "
+        + ("units, revenue" if single else "sum(units) AS units, sum(revenue) AS revenue")
+        + " FROM ("
+        + (" UNION ALL ".join(parts) if parts else "SELECT * FROM u WHERE false")
+        + ")"
+        + ("" if single else " GROUP BY ALL")
+    )
+    values = {"currency": "currency", "item": "item", "output": "item", "territory": "territory"}
+    where = {"item": "item_kind = 'isrc' AND ", "output": "item_kind = 'output' AND "}
+    for k, v in values.items():
+        con.execute(
+            f"CREATE TABLE k_{k} AS SELECT value, (row_number() OVER () - 1)::INTEGER AS no "
+            f"FROM (SELECT DISTINCT {v} AS value FROM agg WHERE {where.get(k, '')}"
+            f"{v} IS NOT NULL)"
+        )
+    totals = con.sql(
+        """
+        SELECT a.item_kind = 'output' AS output, coalesce(i.no, o.no) AS item_no,
+            t.no AS territory_no, c.no AS currency_no, a.units, a.revenue
+        FROM agg a
+        LEFT JOIN k_item i ON a.item_kind = 'isrc' AND i.value = a.item
+        LEFT JOIN k_output o ON a.item_kind = 'output' AND o.value = a.item
+        LEFT JOIN k_territory t ON t.value = a.territory
+        LEFT JOIN k_currency c ON c.value = a.currency
+        WHERE a.item_kind IN ('isrc', 'output')
+        """
+    ).to_arrow_table()
+    names = {
+        k: con.sql(f"SELECT value FROM k_{k} ORDER BY no").to_arrow_table().column(0)
+        .combine_chunks() for k in values
+    }  # fmt: skip
+    con.execute("DROP TABLE agg; DROP TABLE k_item; DROP TABLE k_output")
+    return _Usage(totals, names, None)
+
+
+def _matched(
+    found: pa.Table, name: str, match: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """A nullable BIGINT column of ``found`` at rows ``match``; row len(found) is NULL."""
+    values, nulls = _column(found, name)
+    return np.r_[values, 0][match], np.r_[nulls, True][match]
+
+
+def _kind_rows(totals: pa.Table, *, output: bool) -> pa.Table:
+    """The output (or ISRC) rows of coded totals: a slice where ingest wrote them apart (ISRC
+    rows first), else a filter."""
+    flags = totals.column("output")
+    n = pc.sum(flags).as_py() or 0
+    at = totals.num_rows - n
+    if pc.all(flags.slice(at)).as_py() is not False:
+        return totals.slice(at) if output else totals.slice(0, at)
+    return totals.filter(flags if output else pc.invert(flags))
+
+
+def _catalog(con: duckdb.DuckDBPyConnection, usage: _Usage) -> pa.Table:
+    """Table cat: per ISRC total, its recording (one row per recording of that ISRC; NULL when
+    none) and the agreement that governs it, joining only the distinct ISRCs' strings."""
+    t = _kind_rows(usage.totals, output=False)
+    item = _codes(t.column("item_no"))
+    con.register("items", pa.table({"no": np.arange(len(usage.names["item"])),
+                                    "value": usage.names["item"]}))  # fmt: skip
+    found = con.sql(
+        """
+        SELECT i.no, r.recording_id, f.agreement_id
+        FROM items i JOIN s_recordings r ON r.isrc = i.value
+        LEFT JOIN gov_all f ON f.recording_id = r.recording_id
+        """
+    ).to_arrow_table()
+    con.unregister("items")
+    # Per row, its match in found; len(found) (a NULL recording and agreement) where none.
+    no = _column(found, "no")[0]
+    if np.bincount(no, minlength=1).max() <= 1:  # an ISRC of at most one recording
+        slot = np.full(len(usage.names["item"]) + 1, len(no), dtype=np.int64)
+        slot[no] = np.arange(len(no))
+        match = slot[item]  # item -1 (NULL) takes the last slot: none
+    else:  # one row per recording of the ISRC
+        order = np.argsort(no, kind="stable")
+        left, right = split.SortedKeys(no[order]).expand(item)
+        none = np.ones(len(item), dtype=bool)
+        none[left] = False
+        t = t.take(np.r_[left, np.flatnonzero(none)])
+        match = np.r_[order[right], np.full(int(none.sum()), len(no))]
+    rec, rec_null = _matched(found, "recording_id", match)
+    agr, agr_null = _matched(found, "agreement_id", match)
+    # A recording no agreement governs everywhere is governed per territory.
+    ungoverned = np.flatnonzero(~rec_null & agr_null)
+    if len(ungoverned):
+        con.register("ungoverned", pa.table({
+            "row": ungoverned, "recording_id": rec[ungoverned],
+            "territory": _dictionary(t.column("territory_no").take(ungoverned),
+                                     usage.names["territory"]),
+        }))  # fmt: skip
+        patch = con.sql(
+            """
+            SELECT u.row, g.agreement_id FROM ungoverned u JOIN (
+                SELECT c.recording_id, c.territory, min(v.agreement_id) AS agreement_id
+                FROM (SELECT DISTINCT recording_id, territory FROM ungoverned) c
+                JOIN covers_rec v ON v.recording_id = c.recording_id
+                JOIN cov t ON t.agreement_id = v.agreement_id AND t.territory = c.territory
+                GROUP BY ALL
+            ) g ON g.recording_id = u.recording_id AND g.territory = u.territory
+            """
+        ).to_arrow_table()
+        con.unregister("ungoverned")
+        at = _column(patch, "row")[0]
+        agr[at], agr_null[at] = _column(patch, "agreement_id")
+    cat = pa.table({
+        "currency": _dictionary(t.column("currency_no"), usage.names["currency"]),
+        "territory": _dictionary(t.column("territory_no"), usage.names["territory"]),
+        "isrc": _dictionary(t.column("item_no"), usage.names["item"]),
+        "recording_id": _nullable(rec, rec_null),
+        "units": t.column("units"), "revenue": t.column("revenue"),
+        "agreement_id": _nullable(agr, agr_null),
+        **{f"{k}_no": t.column(f"{k}_no") for k in ("item", "territory", "currency")},
+    })  # fmt: skip
+    con.register("cat", cat)
+    # The few unmatched rows, their ISRCs as plain strings: DuckDB reads a dictionary column
+    # by its whole dictionary.
+    suspended = cat.filter(pa.array(rec_null))
+    con.register("suspended", suspended.set_column(
+        2, "isrc", suspended.column("isrc").cast(pa.string())
+    ))  # fmt: skip
+    return cat
+
+
+def _catalog_coverage(cat: pa.Table, pools: pa.Table, names: dict[str, pa.Array]) -> pa.Table:
+    """Coverage of the catalog, direct and suspense pools: each cat row with its pool, as
+    dictionary columns over the usage's strings (no string is copied)."""
+    cur = _codes(cat.column("currency_no"))
+    rec_null = np.asarray(cat.column("recording_id").is_null().to_numpy(zero_copy_only=False))
+    agr, agr_null = _column(cat, "agreement_id")
+    catalog = pools.filter(pc.equal(pools.column("source"), "catalog"))
+    ids = np.unique(_column(catalog, "agreement_id")[0])
+    # Pool numbers by (agreement's place in ids + 1, currency + 1): place 0 is no agreement
+    # (direct, suspense); currency 0 is NULL, which has no pool. Every agreement of a row
+    # with a recording has a catalog pool (pools are its sums), so its place is exact.
+    low = int(ids[0]) if len(ids) else 0
+    span = int(ids[-1]) - low + 1 if len(ids) else 1
+    if span <= 4 * len(ids) + 1024:  # ids are dense: a table by id
+        places = np.zeros(span, dtype=np.int64)
+        places[ids - low] = np.arange(1, len(ids) + 1)
+        rank = places.take(agr - low, mode="clip")
+    else:
+        rank = np.searchsorted(ids, agr) + 1
+    rank[agr_null] = 0
+    table = np.full((len(ids) + 1, len(names["currency"]) + 1), -1, dtype=np.int64)
+    suspense = np.full(len(names["currency"]) + 1, -1, dtype=np.int64)
+    currency = {str(c): i for i, c in enumerate(names["currency"].to_pylist())}
+    for ix, src, aid, c in zip(*(pools.column(n).to_pylist() for n in
+                                 ("pool_ix", "source", "agreement_id", "currency")),
+                               strict=True):  # fmt: skip
+        if c in currency and src == "suspense":
+            suspense[currency[c] + 1] = ix
+        elif c in currency and src in ("catalog", "direct"):
+            table[0 if aid is None else int(np.searchsorted(ids, aid)) + 1, currency[c] + 1] = ix
+    pool = np.where(rec_null, suspense[cur + 1], table[rank, cur + 1])
+    rows = cat if pool.min(initial=0) >= 0 else cat.filter(pa.array(pool >= 0))
+    return pa.table({
+        "pool": _dictionary(pool[pool >= 0], pools.column("pool").combine_chunks()),
+        **{n: _dictionary(rows.column(f"{k}_no"), names[k])
+           for n, k in (("currency", "currency"), ("territory", "territory"), ("item", "item"))},
+    })  # fmt: skip
+
+
 def allocate(
     usage_files: Sequence[str],
     snap: Snapshot,
@@ -753,8 +1222,6 @@ def allocate(
     if memory_limit:
         con.execute(f"SET memory_limit = '{memory_limit}'")
     con.execute("SET preserve_insertion_order = false")
-    for name in SNAPSHOT_SCHEMAS:
-        con.register(f"s_{name}", snap.tables[name])
     files = list(usage_files)
     con.execute(
         "CREATE VIEW u AS SELECT territory, item_kind, item, units, revenue, currency, "
@@ -764,242 +1231,123 @@ def allocate(
         "NULL::VARCHAR item, 0::BIGINT units, 0::BIGINT revenue, NULL::VARCHAR currency, "
         "NULL::VARCHAR listener WHERE false"
     )
-    # Item totals: from each file's rollup written at ingest, else from its lines. Files of one
-    # column type are read in one scan (far cheaper than a UNION ALL of per-file scans).
-    groups: dict[tuple[bool, str], list[str]] = {}
-    for f in files:
-        rollup = totals_path(f)
-        source = str(rollup) if rollup.exists() else f
-        kind = (rollup.exists(), str(pq.read_schema(source).field("revenue").type))
-        groups.setdefault(kind, []).append(source)
-    parts = [
-        "SELECT currency, territory, item_kind, item, units::HUGEINT AS units, "
-        f"revenue::HUGEINT AS revenue FROM read_parquet([{_listing(group)}])"
-        for _, group in sorted(groups.items())
-    ]
-    con.execute(
-        "CREATE VIEW item_totals AS "
-        + (" UNION ALL ".join(parts) if parts else "SELECT * FROM u WHERE false")
-    )
-    # One rollup alone already has one row per (currency, territory, item): no merge, and
-    # it is read where used rather than stored; merged totals are stored, as merging is dear.
-    single = len(files) == 1 and totals_path(files[0]).exists()
-    agg = "VIEW" if single else "TABLE"
-    merged = (
-        "units::BIGINT AS units, revenue::HUGEINT AS revenue FROM item_totals"
-        if single
-        else "sum(units)::BIGINT AS units, sum(revenue)::HUGEINT AS revenue FROM item_totals "
-        "GROUP BY ALL"
-    )
-    con.execute(
-        f"""
-        CREATE TABLE ga AS SELECT * FROM s_agreements
-            WHERE start_date <= DATE '{last}' AND (end_date IS NULL OR end_date >= DATE '{first}');
-        CREATE TABLE rec_holder AS
-            SELECT DISTINCT recording_id, party_id FROM s_owners;
-        CREATE TABLE work_holder AS
-            SELECT DISTINCT work_id, party_id FROM s_work_shares;
-        CREATE TABLE covers_rec AS
-            SELECT DISTINCT g.agreement_id, r.recording_id
-            FROM ga g JOIN rec_holder h ON h.party_id = g.licensor_id
-            JOIN s_recordings r ON r.recording_id = h.recording_id
-            LEFT JOIN s_items i ON i.agreement_id = g.agreement_id
-                AND i.recording_id = r.recording_id
-            LEFT JOIN s_items j ON j.agreement_id = g.agreement_id AND j.work_id = r.work_id
-            WHERE g.covers_all OR i.agreement_id IS NOT NULL OR j.agreement_id IS NOT NULL;
-        CREATE TABLE covers_work AS
-            SELECT DISTINCT g.agreement_id, h.work_id
-            FROM ga g JOIN work_holder h ON h.party_id = g.licensor_id
-            LEFT JOIN s_items i ON i.agreement_id = g.agreement_id AND i.work_id = h.work_id
-            WHERE g.covers_all OR i.agreement_id IS NOT NULL;
-        -- Item totals per (currency, territory, item).
-        CREATE {agg} agg AS SELECT currency::VARCHAR AS currency,
-            territory::VARCHAR AS territory, item_kind::VARCHAR AS item_kind, item,
-            {merged};
-        CREATE TABLE usage_territories AS
-            SELECT DISTINCT territory::VARCHAR AS territory FROM item_totals;
-        CREATE TABLE agg_out AS SELECT * FROM agg WHERE item_kind = 'output';
-        CREATE TABLE cov AS
-            SELECT g.agreement_id, t.territory
-            FROM ga g CROSS JOIN usage_territories t
-            LEFT JOIN s_territories x
-                ON x.agreement_id = g.agreement_id AND x.territory = t.territory
-            WHERE CASE WHEN t.territory = 'Worldwide'
-                -- usage not reported per country: only a worldwide grant without exceptions
-                THEN g.worldwide AND NOT EXISTS (SELECT 1 FROM s_territories e
-                    WHERE e.agreement_id = g.agreement_id AND e.excluded)
-                ELSE (g.worldwide AND (x.territory IS NULL OR NOT x.excluded))
-                    OR (NOT g.worldwide AND x.territory IS NOT NULL AND NOT x.excluded) END;
-        -- Outputs numbered in id order, so that pairs sort and group on integers.
-        CREATE TABLE out_no AS
-            SELECT output_id, row_number() OVER (ORDER BY output_id) AS out_no
-            FROM (SELECT DISTINCT output_id FROM s_outputs WHERE output_id IS NOT NULL);
-        CREATE TABLE ai_usage AS
-            SELECT a.currency, a.territory, a.item AS output_id, n.out_no, o.platform_id,
-                o.model, a.units, a.revenue
-            FROM agg_out a JOIN s_outputs o ON o.output_id = a.item
-            JOIN out_no n ON n.output_id = a.item;
-        CREATE TABLE ai_sums AS
-            SELECT platform_id, model, territory, currency, sum(revenue) AS revenue
-            FROM ai_usage GROUP BY ALL;
-        CREATE TABLE ai_ok AS
-            SELECT DISTINCT g.agreement_id, x.platform_id, x.model, x.territory
-            FROM (SELECT DISTINCT platform_id, model, territory FROM ai_sums) x
-            JOIN ga g ON g.licensee_id = x.platform_id
-            JOIN cov c ON c.agreement_id = g.agreement_id AND c.territory = x.territory
-            WHERE NOT EXISTS (SELECT 1 FROM s_models m WHERE m.agreement_id = g.agreement_id)
-                OR EXISTS (SELECT 1 FROM s_models m
-                           WHERE m.agreement_id = g.agreement_id AND m.model = x.model);
-        CREATE TABLE aie AS
-            SELECT k.agreement_id, s.currency, sum(s.revenue) AS revenue
-            FROM ai_sums s JOIN ai_ok k ON k.platform_id = s.platform_id
-                AND k.model = s.model AND k.territory = s.territory
-            GROUP BY ALL;
-        -- A recording whose lowest covering agreement covers every usage territory is
-        -- governed by it everywhere; only the others need a minimum per territory.
-        CREATE TABLE full_cover AS
-            SELECT agreement_id FROM cov GROUP BY ALL
-            HAVING count(DISTINCT territory) = (SELECT count(territory) FROM usage_territories);
-        CREATE TABLE gov_all AS
-            SELECT f.recording_id, f.agreement_id
-            FROM (SELECT recording_id, min(agreement_id) AS agreement_id
-                  FROM covers_rec GROUP BY ALL) f
-            SEMI JOIN full_cover USING (agreement_id);
-        CREATE TABLE cat AS
-            SELECT a.currency, a.territory, a.item AS isrc, r.recording_id, a.units, a.revenue,
-                r.agreement_id
-            FROM agg a LEFT JOIN (
-                SELECT r.isrc, r.recording_id, f.agreement_id FROM s_recordings r
-                LEFT JOIN gov_all f ON f.recording_id = r.recording_id
-            ) r ON r.isrc = a.item
-            WHERE a.item_kind = 'isrc';
-        CREATE TABLE gov AS
-            SELECT c.recording_id, c.territory, min(v.agreement_id) AS agreement_id
-            FROM (SELECT DISTINCT recording_id, territory FROM cat
-                  WHERE recording_id IS NOT NULL AND agreement_id IS NULL) c
-            JOIN covers_rec v ON v.recording_id = c.recording_id
-            JOIN cov t ON t.agreement_id = v.agreement_id AND t.territory = c.territory
-            GROUP BY ALL;
-        CREATE VIEW catg AS SELECT * FROM cat WHERE recording_id IS NOT NULL;
-        """
-    )
-    if con.execute("SELECT count(*) FROM gov").fetchall()[0][0]:
-        con.execute(
-            "UPDATE cat SET agreement_id = g.agreement_id FROM gov g "
-            "WHERE g.recording_id = cat.recording_id AND g.territory = cat.territory"
+    # Independent stages run side by side on cursors of the same database (Python objects
+    # registered on a connection are its own, so each cursor registers the snapshot): the
+    # usage read, AI preparation, registry splits, user-centric split, traces and leaf runs.
+    with ThreadPoolExecutor(6) as background:
+        # Item totals in integer codes: from the coded rollups ingest writes beside each usage
+        # file where every file has one, else from string rollups or lines, numbered here.
+        coded = bool(files) and all(coded_totals_path(f).exists() for f in files)
+        read = _usage_from_side_files if coded else _usage_from_sql
+        usage_read = background.submit(read, _cursor(con, snap), files)
+        _register(con, snap)
+        con.execute(REGISTRY_SQL.format(first=first, last=last))
+        usage = usage_read.result()
+        out_rows = _kind_rows(usage.totals, output=True)
+        agg_out = pa.table({
+            "currency": _dictionary(out_rows.column("currency_no"), usage.names["currency"]),
+            "territory": _dictionary(out_rows.column("territory_no"), usage.names["territory"]),
+            "item": _dictionary(out_rows.column("item_no"), usage.names["output"]),
+            "units": out_rows.column("units"), "revenue": out_rows.column("revenue"),
+        })  # fmt: skip
+        con.register("agg_out", agg_out)
+        con.register("usage_territories", pa.table({"territory": usage.names["territory"]}))
+        con.execute(USAGE_SQL)
+        # The AI side (covered attributions, units per output) and the registry's splits need
+        # no catalog: they are prepared while the catalog is joined and pooled.
+        ai_ready = background.submit(_cursor(con, snap).execute, AI_SQL)
+        registry = background.submit(_Registry.read, _cursor(con, snap))
+        cat = _catalog(con, usage)
+        # User-centric weights need only the catalog's agreements: they are computed while
+        # the catalog is pooled and the AI pairs read.
+        uc_weights = background.submit(
+            _user_centric, _cursor(con, snap), files, _uc_items(con, cat), usage.local
         )
-    con.execute(
-        "CREATE TABLE cat_rec AS SELECT currency, agreement_id, recording_id, "
-        "sum(units) AS units, sum(revenue) AS revenue FROM catg GROUP BY ALL"
-    )
-    pools = _pools(con, snap.tables["agreements"], recoupable or {})
-    con.register("pools", pools)
-    # User-centric items per (ISRC, territory, currency), numbered for the numpy split, which
-    # runs on a second connection while the AI pairs are built.
-    con.execute(
-        """
-        CREATE TABLE uc_gov AS
-            SELECT (row_number() OVER () - 1)::BIGINT AS ix, *
-            FROM (SELECT DISTINCT c.isrc, c.territory, c.currency, c.recording_id,
-                      c.agreement_id
-                  FROM catg c JOIN ga g ON g.agreement_id = c.agreement_id
-                  WHERE g.catalog_policy = 'user_centric')
-        """
-    )
-    with ThreadPoolExecutor(1) as background:
-        uc_weights = background.submit(_user_centric, con.cursor(), files)
-        # Level 1: each pool over its pairs (AI: output x item; catalog: recording; suspense: ISRC).
+        # Per recording and agreement, grouped on the currency's number (not its string).
+        con.register("currencies", pa.table({"no": np.arange(len(usage.names["currency"])),
+                                             "currency": usage.names["currency"]}))  # fmt: skip
         con.execute(
             """
-            -- Attributions an agreement covers; n counts repeats of one (output, item, share).
-            CREATE TABLE ai_cover AS
-                SELECT agreement_id, n.out_no, recording_id, work_id, share, count(*) AS n
-                FROM (
-                    SELECT agreement_id, recording_id, NULL::BIGINT AS work_id, t.output_id, t.share
-                    FROM covers_rec c JOIN s_attributions t USING (recording_id)
-                    UNION ALL
-                    SELECT agreement_id, NULL::BIGINT, work_id, t.output_id, t.share
-                    FROM covers_work c JOIN s_attributions t USING (work_id)
-                ) JOIN out_no n USING (output_id)
-                GROUP BY ALL;
-            -- Units of each covered output in the territories each agreement grants.
-            CREATE TABLE ai_units AS
-                SELECT c.agreement_id, u.currency, u.out_no, sum(u.units) AS units
-                FROM (SELECT DISTINCT agreement_id, out_no FROM ai_cover) c
-                JOIN ai_usage u ON u.out_no = c.out_no
-                JOIN ai_ok k ON k.agreement_id = c.agreement_id AND k.platform_id = u.platform_id
-                    AND k.model = u.model AND k.territory = u.territory
-                GROUP BY ALL HAVING sum(u.units) > 0;
-            CREATE TABLE ai_pairs AS
-                SELECT p.pool, p.amount AS total, c.out_no, c.recording_id, c.work_id,
-                    NULL::VARCHAR AS isrc, (a.units * c.n)::HUGEINT * c.share AS weight
-                FROM ai_cover c
-                JOIN ai_units a ON a.agreement_id = c.agreement_id AND a.out_no = c.out_no
-                JOIN pools p ON p.source = 'ai' AND p.agreement_id = c.agreement_id
-                    AND p.currency = a.currency;
+            CREATE TABLE cat_rec AS
+                SELECT k.currency, c.* EXCLUDE (currency_no)
+                FROM (SELECT currency_no, agreement_id, recording_id, sum(units) AS units,
+                          sum(revenue) AS revenue
+                      FROM cat WHERE recording_id IS NOT NULL GROUP BY ALL) c
+                LEFT JOIN currencies k ON k.no = c.currency_no
             """
         )
+        pools = _pools(con, snap.tables["agreements"], recoupable or {})
+        con.register("pools", pools)
+        con.execute(
+            "CREATE TABLE pool_no AS SELECT pool, row_number() OVER (ORDER BY pool) - 1 "
+            "AS pool_ix FROM pools"
+        )
+        # What the leaves do not need (unpooled revenue, coverage) is computed beside them.
+        pool_rows = _pool_rows(con)
+        side = _cursor(con, snap)
+        side.register("pools", pools)
+        side.register("agg_out", agg_out)
+        traced = background.submit(_traces, side, cat, pool_rows, usage.names)
+        # Levels 1 and 2: each pool over its pairs (AI: output x item; catalog: recording;
+        # suspense: ISRC), each pair over its parties. All but the user-centric pools are
+        # allocated while the user-centric weights are still being computed.
+        parts = int(threads or os.cpu_count() or 1)
+        ai_ready.result()
+        pairs = [con.sql(AI_PAIRS).to_arrow_table()]
+        pairs.append(pa.concat_tables([con.sql(CATALOG_PAIRS).to_arrow_table(),
+                                       con.sql(SUSPENSE_PAIRS).to_arrow_table()]))  # fmt: skip
+        reg = registry.result()
+        runs = [run for p in pairs for run in _leaf_runs(background, reg, pool_rows, p, parts)]
         uc_weights.result()
-    con.execute(
-        """
-        CREATE TABLE cat_pairs AS
-            SELECT p.pool, p.amount AS total, NULL::BIGINT AS out_no, c.recording_id,
-                NULL::BIGINT AS work_id, NULL::VARCHAR AS isrc,
-                CASE WHEN p.policy = 'user_centric' THEN w.weight
-                     WHEN p.source = 'direct' THEN c.revenue
-                     ELSE c.units::HUGEINT END AS weight
-            FROM cat_rec c
-            JOIN pools p ON p.source IN ('catalog', 'direct')
-                AND coalesce(p.agreement_id, -1) = coalesce(c.agreement_id, -1)
-                AND p.currency = c.currency
-            LEFT JOIN uc_w w ON w.currency = c.currency AND w.agreement_id = c.agreement_id
-                AND w.recording_id = c.recording_id;
-        CREATE TABLE sus_pairs AS
-            SELECT p.pool, p.amount AS total, NULL::BIGINT AS out_no,
-                NULL::BIGINT AS recording_id, NULL::BIGINT AS work_id, c.isrc,
-                sum(c.revenue) AS weight
-            FROM cat c JOIN pools p ON p.source = 'suspense' AND p.currency = c.currency
-            WHERE c.recording_id IS NULL GROUP BY ALL;
-        CREATE TABLE pairs_in AS
-            SELECT * FROM ai_pairs UNION ALL SELECT * FROM cat_pairs
-            UNION ALL SELECT * FROM sus_pairs;
-        """
-    )
-    con.execute(
-        """
-        CREATE TABLE pairs_w AS
-            SELECT * EXCLUDE (weight, tw0),
-                CASE WHEN tw0 = 0 THEN 1 ELSE weight END AS weight
-            FROM (SELECT * FROM pairs_in WHERE weight > 0 OR pool NOT LIKE 'ai:%')
-            JOIN (
-                SELECT pool, sum(weight) AS tw0 FROM pairs_in
-                WHERE weight > 0 OR pool NOT LIKE 'ai:%' GROUP BY ALL
-            ) USING (pool);
-        CREATE TABLE pool_no AS SELECT pool, row_number() OVER (ORDER BY pool) AS pool_no
-            FROM pools;
-        -- Spent: their memory is reused by what follows instead of fresh pages.
-        DROP TABLE pairs_in; DROP TABLE ai_pairs; DROP TABLE cat_pairs; DROP TABLE sus_pairs;
-        DROP TABLE ai_cover; DROP TABLE uc_gov; DROP TABLE uc_w; DROP TABLE cat_rec;
-        """
-    )
-    # What the leaves do not need (unpooled revenue, coverage) is read on a second connection
-    # to the same database while the leaves are computed.
-    side = con.cursor()
-    side.register("pools", pools)
-    with ThreadPoolExecutor(1) as background:
-        traced = background.submit(_traces, side)
-        leaves, n_pairs = _leaves(con, int(threads or os.cpu_count() or 1))
+        pairs.append(con.sql(USER_CENTRIC_PAIRS).to_arrow_table())
+        runs += _leaf_runs(background, reg, pool_rows, pairs[-1], parts)
+        # Spent: their memory is reused by what follows instead of fresh pages.
+        con.execute(
+            "DROP TABLE ai_cover; DROP TABLE class_units; DROP TABLE uc_w; DROP TABLE cat_rec"
+        )
+        leaves = _leaves(runs, pool_rows)
         unpooled, coverage = traced.result()
     summary = {
         "ai_revenue_not_pooled": {str(c): str(int(r)) for c, r in unpooled},
         "pools": pools.num_rows,
-        "pairs": n_pairs,
+        "pairs": sum(p.num_rows for p in pairs),
         "leaves": leaves.num_rows,
     }
     return Allocation(period, pools, leaves, coverage, summary)
 
 
-def _traces(con: duckdb.DuckDBPyConnection) -> tuple[list[Any], pa.Table]:
+def _register(con: duckdb.DuckDBPyConnection, snap: Snapshot) -> None:
+    """Register the snapshot's tables as s_<name> on a connection or cursor."""
+    for name in SNAPSHOT_SCHEMAS:
+        con.register(f"s_{name}", snap.tables[name])
+
+
+def _cursor(con: duckdb.DuckDBPyConnection, snap: Snapshot) -> duckdb.DuckDBPyConnection:
+    """A cursor of the connection's database, for another thread, with the snapshot."""
+    cursor = con.cursor()
+    _register(cursor, snap)
+    return cursor
+
+
+def _uc_items(con: duckdb.DuckDBPyConnection, cat: pa.Table) -> pa.Table:
+    """User-centric items: the cat rows governed by a user-centric agreement, numbered (ix)
+    for the numpy split. Rows of cat are distinct, one per (ISRC, territory, currency,
+    recording)."""
+    user_centric = con.execute(
+        "SELECT agreement_id FROM ga WHERE catalog_policy = 'user_centric'"
+    ).fetchall()
+    agr, agr_null = _column(cat, "agreement_id")
+    uc = ~agr_null & cat.column("recording_id").is_valid().to_numpy(zero_copy_only=False)
+    uc &= np.isin(agr, np.array([a for (a,) in user_centric], dtype=np.int64))
+    columns = ["isrc", "territory", "currency", "recording_id", "agreement_id", "item_no",
+               "territory_no", "currency_no"]  # fmt: skip
+    items = cat.select(columns).filter(pa.array(uc))
+    return items.add_column(0, "ix", pa.array(np.arange(items.num_rows)))
+
+
+def _traces(
+    con: duckdb.DuckDBPyConnection, cat: pa.Table, pools: pa.Table, names: dict[str, pa.Array]
+) -> tuple[list[Any], pa.Table]:
     """AI revenue no pool took, per currency; and coverage: per pool, the usage groups in it."""
     unpooled = con.execute(
         """
@@ -1014,23 +1362,15 @@ def _traces(con: duckdb.DuckDBPyConnection) -> tuple[list[Any], pa.Table]:
         GROUP BY ALL ORDER BY ALL
         """
     ).fetchall()
-    # Coverage rows are unique without DISTINCT: agg has one row per (currency, territory, item).
-    coverage = con.sql(
+    ai = con.sql(
         """
         SELECT DISTINCT p.pool, s.currency, s.territory, NULL::VARCHAR AS item
         FROM ai_sums s JOIN ai_ok k ON k.platform_id = s.platform_id AND k.model = s.model
             AND k.territory = s.territory
         JOIN pools p ON p.source = 'ai' AND p.agreement_id = k.agreement_id
             AND p.currency = s.currency
-        UNION ALL
-        SELECT p.pool, c.currency, c.territory, c.isrc
-        FROM catg c JOIN pools p ON p.source IN ('catalog', 'direct')
-            AND coalesce(p.agreement_id, -1) = coalesce(c.agreement_id, -1)
-            AND p.currency = c.currency
-        UNION ALL
-        SELECT p.pool, c.currency, c.territory, c.isrc
-        FROM cat c JOIN pools p ON p.source = 'suspense' AND p.currency = c.currency
-        WHERE c.recording_id IS NULL
         """
     ).to_arrow_table()
-    return unpooled, coverage
+    ai = pa.table({n: pc.dictionary_encode(ai.column(n)) for n in ai.column_names})
+    catalog = _catalog_coverage(cat, pools, names)
+    return unpooled, pa.concat_tables([ai.cast(catalog.schema), catalog])
