@@ -88,6 +88,23 @@ def test_ogg_vorbis_decodes_as_libvorbis_does(tmp_path: Path, encoder: str) -> N
     assert np.array_equal(np.concatenate(blocks), ours)
 
 
+def test_chained_ogg_vorbis(tmp_path: Path) -> None:
+    """Chained Ogg Vorbis streams are decoded in turn; a chain that changes its channel count
+    gets an AudioError that says so, not a decoder's message."""
+    rng = np.random.default_rng(6)
+    stereo, mono = tmp_path / "stereo.ogg", tmp_path / "mono.ogg"
+    sf.write(stereo, (0.1 * rng.standard_normal((SR, 2))).astype(np.float32), SR, format="OGG")
+    sf.write(mono, (0.1 * rng.standard_normal(SR)).astype(np.float32), SR, format="OGG")
+    same = tmp_path / "same.ogg"
+    same.write_bytes(stereo.read_bytes() * 2)
+    y, _ = decode(same, None)
+    assert abs(len(y) - 2 * SR) <= 256  # both links, not the first alone
+    changed = tmp_path / "changed.ogg"
+    changed.write_bytes(stereo.read_bytes() + mono.read_bytes())
+    with pytest.raises(AudioError, match="chained Ogg stream"):
+        decode(changed)
+
+
 @needs_ffmpeg
 @pytest.mark.parametrize(("suffix", "codec"), [(".mp3", "libmp3lame"), (".m4a", "aac"),
                                                (".opus", "libopus")])

@@ -191,6 +191,9 @@ def _vorbis_blocks(head: AudioInfo, block_frames: int) -> Iterator[NDArray[np.fl
                 block = _take(fifo, None, skip)
                 emitted += len(block)
                 yield block
+    except av.error.PatchWelcomeError as exc:  # libavcodec's word for a chain it cannot follow
+        raise AudioError(head.path, "a chained Ogg stream whose later part changes its channels "
+                         "or sample rate (not supported)") from exc
     except av.error.FFmpegError as exc:
         raise AudioError(head.path, f"corrupt audio data ({exc})") from exc
     if head.frames is not None and 0 < head.frames - emitted <= _VORBIS_MAX_BLOCK:
