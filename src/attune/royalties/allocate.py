@@ -1018,14 +1018,35 @@ def _usage_from_side_files(con: duckdb.DuckDBPyConnection, files: Sequence[str])
     return _Usage(totals, one, local)
 
 
+def _decoded_rollup(f: str) -> str:
+    """SQL for a file's coded rollup (ingest.write_listens) decoded back to strings, in the
+    columns of a string rollup: what a file of a mixed period brings to the string path."""
+    keys = f"read_parquet({_listing([listens_paths(f)[1]])})"
+    return (
+        "SELECT c.value AS currency, t.value AS territory, "
+        "CASE WHEN r.output THEN 'output' ELSE 'isrc' END AS item_kind, i.value AS item, "
+        f"r.units::HUGEINT AS units, r.revenue::HUGEINT AS revenue "
+        f"FROM read_parquet({_listing([coded_totals_path(f)])}) r "
+        f"JOIN {keys} i ON i.kind = CASE WHEN r.output THEN 'output' ELSE 'item' END "
+        "AND i.no = r.item_no "
+        f"JOIN {keys} t ON t.kind = 'territory' AND t.no = r.territory_no "
+        f"JOIN {keys} c ON c.kind = 'currency' AND c.no = r.currency_no"
+    )
+
+
 def _usage_from_sql(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> _Usage:
-    """Item totals from each file's string rollup (ingest.write_totals), else from its lines,
-    numbered here: the path of files written without the coded rollup."""
+    """Item totals from each file's string rollup (ingest.write_totals), or its coded rollup
+    decoded, else its lines, numbered here: the path of periods where some file has no coded
+    rollup."""
     # Files of one column type are read in one scan (far cheaper than a UNION ALL of per-file
     # scans); one rollup alone already has one row per key, so needs no merge.
     groups: dict[tuple[bool, str], list[str]] = {}
+    decoded = []
     for f in files:
         rollup = totals_path(f)
+        if not rollup.exists() and coded_totals_path(f).exists():
+            decoded.append(_decoded_rollup(f))
+            continue
         source = str(rollup) if rollup.exists() else f
         kind = (rollup.exists(), str(pq.read_schema(source).field("revenue").type))
         groups.setdefault(kind, []).append(source)
@@ -1034,8 +1055,8 @@ def _usage_from_sql(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> _Us
         "item_kind::VARCHAR AS item_kind, item::VARCHAR AS item, units::HUGEINT AS units, "
         f"revenue::HUGEINT AS revenue FROM read_parquet([{_listing(group)}])"
         for _, group in sorted(groups.items())
-    ]
-    single = len(files) == 1 and totals_path(files[0]).exists()
+    ] + decoded
+    single = len(files) == 1 and (totals_path(files[0]).exists() or bool(decoded))
     con.execute(
         "CREATE TABLE agg AS SELECT currency, territory, item_kind, item, "
         + ("units, revenue" if single else "sum(units) AS units, sum(revenue) AS revenue")

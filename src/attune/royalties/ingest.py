@@ -130,8 +130,9 @@ class ParsedReport:
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         self.con.execute(f"COPY (SELECT * FROM usage) TO {_literal(str(tmp))} ({PARQUET_OPTIONS})")
         os.replace(tmp, target)
-        write_totals(target, self.con)
         write_listens(target, self.con)
+        if not coded_totals_path(target).exists():  # the coded rollup stands in for this one
+            write_totals(target, self.con)
 
 
 @dataclass(frozen=True, slots=True)
