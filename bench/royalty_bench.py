@@ -124,14 +124,21 @@ def generate_usage(out: Path, rows: int, recordings: int, outputs: int) -> list[
     for n, start in enumerate(range(0, rows, chunk)):
         path = folder / f"part-{n}.parquet"
         paths.append(str(path))
-        if path.exists():
-            if not totals_path(path).exists():
-                write_totals(path)
-            if not coded_totals_path(path).exists():
-                write_listens(path)
-            continue
-        size = min(chunk, rows - start)
-        con.execute(f"""
+        if not path.exists():
+            _write_usage(con, path, start, min(chunk, rows - start), recordings, outputs)
+        # the side files ingest writes beside every report: integer-coded lines and item totals
+        # (and the string rollup only where those could not be written)
+        if not coded_totals_path(path).exists():
+            write_listens(path)
+        if not coded_totals_path(path).exists() and not totals_path(path).exists():
+            write_totals(path)
+    return paths
+
+
+def _write_usage(con: duckdb.DuckDBPyConnection, path: Path, start: int, size: int,
+                 recordings: int, outputs: int) -> None:
+    """Write usage lines ``start`` .. ``start + size`` of the bench's mix as Parquet."""
+    con.execute(f"""
             COPY (
                 SELECT 'bench' AS report, i AS line,
                     ['FR', 'DE', 'GB', 'US', 'JP'][(1 + hash(i * 3) % 5)::BIGINT] AS territory,
@@ -150,9 +157,6 @@ def generate_usage(out: Path, rows: int, recordings: int, outputs: int) -> list[
                 FROM (SELECT i, hash(i) AS h FROM range({start}, {start + size}) t(i))
             ) TO '{path}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)
         """)  # fmt: skip
-        write_totals(path)  # the side files ingest writes beside every report: item rollup
-        write_listens(path)  # and integer-coded ISRC lines and item totals
-    return paths
 
 
 def _peak_mib() -> float:
