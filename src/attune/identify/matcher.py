@@ -140,6 +140,28 @@ def _candidates(index: Index, tri: fp.Triplets, keys: fp.KeyArray, which: I64,
                   span_q64[ok], t_ref[ok], scale[ok], shift[ok])
 
 
+class _Windows(NamedTuple):
+    """The query's voting windows: WINDOW frames each, overlapping by half, the first starting
+    at ``origin`` and the last numbered ``last``. A query shorter than a window has one,
+    centred on it, so that every vote is projected at most half the query away."""
+
+    origin: float
+    last: int
+
+    @classmethod
+    def of(cls, tri: fp.Triplets) -> _Windows:
+        """The windows that cover the query's anchors."""
+        end = float(tri.frame.max()) if len(tri.frame) else 0.0
+        if end < WINDOW:
+            return cls(end / 2 - WINDOW // 2, 0)
+        return cls(0.0, math.ceil((end + 1 - WINDOW) / (WINDOW // 2)))
+
+    def centre(self, w: I64) -> F64:
+        """The query frame at the centre of window(s) ``w``."""
+        centre: F64 = self.origin + (w * (WINDOW // 2) + WINDOW // 2).astype(np.float64)
+        return centre
+
+
 class _Fit(NamedTuple):
     """One fitted alignment of a recording in the query."""
 
@@ -187,17 +209,20 @@ def _fit(v: _Votes, members: I64) -> tuple[I64, float, float, float]:
     return members[inl], slope, offset, shift
 
 
-def _cells(v: _Votes) -> tuple[I64, I64]:
-    """Vote: each candidate in its two windows' offset bins; return cell keys and candidates."""
-    w0 = np.floor(v.t_query / (WINDOW // 2)).astype(np.int64)
+def _cells(v: _Votes, win: _Windows) -> tuple[I64, I64]:
+    """Vote: each candidate in the offset bins of the (at most two) windows holding it; return
+    cell keys and candidates."""
+    w0 = np.floor((v.t_query - win.origin) / (WINDOW // 2)).astype(np.int64)
     scale = np.clip(v.scale, math.exp(-fp.MAX_LOG_TIME), math.exp(fp.MAX_LOG_TIME))
     keys, owners = [], []
     for w in (w0, w0 - 1):
-        centre = w * (WINDOW // 2) + WINDOW // 2
-        b = np.floor((v.t_ref - scale * (v.t_query - centre)) / BIN).astype(np.int64)
-        b = np.clip(b + 2**12, 0, 2**17 - 1)
-        keys.append((v.rid.astype(np.int64) << 31) | (np.maximum(w, 0) << 17) | b)
-        owners.append(np.arange(len(w0)))
+        held = np.flatnonzero((w >= 0) & (w <= win.last))
+        w = w[held]
+        centre = win.centre(w)
+        b = np.floor((v.t_ref[held] - scale[held] * (v.t_query[held] - centre)) / BIN)
+        b = np.clip(b.astype(np.int64) + 2**12, 0, 2**17 - 1)
+        keys.append((v.rid[held].astype(np.int64) << 31) | (w << 17) | b)
+        owners.append(held)
     return np.concatenate(keys), np.concatenate(owners)
 
 
@@ -247,11 +272,11 @@ def _window_votes(cell: I64, windows: I64) -> dict[int, int]:
     return {int(w): int(counted.get(w, 0)) for w in windows}
 
 
-def _refine(v: _Votes) -> list[_Fit]:
+def _refine(v: _Votes, win: _Windows) -> list[_Fit]:
     """Fit the best-voted cells."""
     if len(v.rid) == 0:
         return []
-    cell, owner = _cells(v)
+    cell, owner = _cells(v, win)
     keep = np.flatnonzero(_crowded(cell, spare_bits=0))  # a small table: fast, loose
     keep = keep[_crowded(cell[keep], _MURMUR)] if len(keep) else keep
     if not len(keep):
@@ -282,7 +307,7 @@ def _refine(v: _Votes) -> list[_Fit]:
         hi = np.searchsorted(sorted_cell, key + 2)
         members = np.unique(owner[order[lo:hi]])
         rivals = rivals_in[key >> 17]
-        host = _predicting(fits, key)
+        host = _predicting(fits, key, win)
         if host is not None:  # the other window of a match already fitted: refit once, below
             more, more_rivals = extra.get(host, ([], 0))
             extra[host] = ([*more, members], more_rivals + rivals)
@@ -303,12 +328,12 @@ def _refine(v: _Votes) -> list[_Fit]:
     return fits
 
 
-def _predicting(fits: list[_Fit], key: int) -> int | None:
+def _predicting(fits: list[_Fit], key: int, win: _Windows) -> int | None:
     """The fit of the same recording whose line passes through cell ``key`` (or its neighbour
     bins), if any."""
     rid, w = key >> 31, (key >> 17) & (2**14 - 1)
     b = (key & (2**17 - 1)) - 2**12
-    centre = w * (WINDOW // 2) + WINDOW // 2
+    centre = float(win.centre(np.array(w)))
     for j, f in enumerate(fits):
         if f.rid == rid and abs(math.floor((f.slope * centre + f.offset) / BIN) - b) <= 1:
             return j
@@ -457,7 +482,7 @@ def _hits(index: Index, tri: fp.Triplets, v: _Votes, min_score: int, min_confide
           peaks: fp.Peaks | None = None,
           refs: dict[int, tuple[F64, F64] | None] | None = None) -> list[Hit]:
     """Vote, fit, merge and score the candidates; keep hits that pass both thresholds."""
-    fits = _merge(v, _refine(v))
+    fits = _merge(v, _refine(v, _Windows.of(tri)))
     if not fits:
         return []
     windows = max(1, math.ceil(float(tri.frame.max()) / (WINDOW // 2))) if len(tri.frame) else 1
