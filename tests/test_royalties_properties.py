@@ -440,3 +440,32 @@ def test_user_centric_listeners_are_one_across_coded_files(tmp_path: Path) -> No
     listeners = [(1_000_001, 1, 3)] + [(1_000_000 * (i + 1), 1, i + 1) for i in range(40)]
     expected = [largest_remainder(t, [(1, u1), (2, u2)]) for t, u1, u2 in listeners]
     assert weights == {r: sum(e[r] for e in expected) for r in (1, 2)}
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_allocation_leaves_numpy_huge_page_setting_as_it_found_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before: bool) -> None:
+    """The allocation asks numpy for ordinary pages while it runs (its short-lived arrays
+    fault in faster) and restores numpy's setting afterwards, also when it fails."""
+    from numpy._core import multiarray
+
+    from attune.royalties import allocate as module
+
+    seen: list[bool] = []
+    work = module._allocate
+
+    def spy(*args: object) -> Allocation:
+        seen.append(bool(multiarray._get_madvise_hugepage()))
+        return work(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "_allocate", spy)
+    snap = snapshot(recordings=[{"recording_id": 1, "isrc": "GBATT2600001", "work_id": None}])
+    previous = multiarray._set_madvise_hugepage(before)
+    try:
+        allocate([], snap, "2026-10")
+        assert seen == [False] and bool(multiarray._get_madvise_hugepage()) is before
+        with pytest.raises(ValueError):
+            allocate([], snap, "2026-13")
+        assert bool(multiarray._get_madvise_hugepage()) is before
+    finally:
+        multiarray._set_madvise_hugepage(previous)
