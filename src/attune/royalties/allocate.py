@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -872,13 +873,29 @@ def _uc_numbers(
                      .to_numpy(zero_copy_only=False), dtype=np.int64)  # fmt: skip
     agr, _ = _column(gov, "agreement_id")
     rec, _ = _column(gov, "recording_id")
-    order = np.lexsort((rec, agr, cur))
+    order = _order_by(cur, agr, rec)
     cur, agr, rec = cur[order], agr[order], rec[order]
     new_ca = np.r_[True, (cur[1:] != cur[:-1]) | (agr[1:] != agr[:-1])] if len(order) else cur
     new_ucr = np.r_[True, rec[1:] != rec[:-1]] | new_ca if len(order) else new_ca
     ucr_of, ca_of = np.empty(len(order), np.int64), np.empty(len(order), np.int64)
     ucr_of[order], ca_of[order] = np.cumsum(new_ucr) - 1, np.cumsum(new_ca) - 1
     return ucr_of, ca_of, order[np.flatnonzero(new_ucr)]
+
+
+def _order_by(*columns: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """An order of rows by the given int64 columns (the first most significant); rows equal
+    in all come in any order. One sort of a packed key where the columns' ranges fit 63 bits,
+    else a lexicographic sort."""
+    if not len(columns[0]):
+        return np.zeros(0, dtype=np.int64)
+    lows = [int(c.min()) for c in columns]
+    spans = [int(c.max()) - low + 1 for c, low in zip(columns, lows, strict=True)]
+    if math.prod(spans) >= 2**63:
+        return np.lexsort(columns[::-1])
+    key = columns[0] - lows[0]
+    for c, low, span in zip(columns[1:], lows[1:], spans[1:], strict=True):
+        key = key * span + (c - low)
+    return np.argsort(key)
 
 
 def _user_centric(
@@ -917,11 +934,8 @@ def _user_centric(
     sizes = np.diff(np.r_[first, len(ucr)]).astype(np.int64)
     totals = split.group_sums(revenues, first) if len(ucr) else revenues
     amount, _ = split.largest_remainder(split.fit(totals), sizes, weights)
-    by_ucr = np.argsort(ucr)  # amounts of one recording are summed: their order is free
-    ucr = ucr[by_ucr]
-    runs = np.flatnonzero(np.r_[True, ucr[1:] != ucr[:-1]]) if len(ucr) else ucr
-    weight = split.group_sums(amount[by_ucr], runs) if len(ucr) else amount
-    sums = gov.take(pa.array(ucr_rows[ucr[runs]])).append_column("weight", _decimal(weight))
+    present, weight = split.key_sums(ucr, amount, n_ucr)  # per recording, in number order
+    sums = gov.take(pa.array(ucr_rows[present])).append_column("weight", _decimal(weight))
     con.register("uc_sums", sums)
     con.execute("CREATE TABLE uc_w AS SELECT * REPLACE (weight::HUGEINT AS weight) FROM uc_sums")
     con.unregister("uc_sums")
@@ -1214,10 +1228,14 @@ def _catalog_coverage(cat: pa.Table, pools: pa.Table, names: dict[str, pa.Array]
             suspense[currency[c] + 1] = ix
         elif c in currency and src in ("catalog", "direct"):
             table[0 if aid is None else int(np.searchsorted(ids, aid)) + 1, currency[c] + 1] = ix
-    pool = np.where(rec_null, suspense[cur + 1], table[rank, cur + 1])
+    cur = cur + 1  # column 0 of the tables is no currency
+    pool = table.ravel().take(rank * table.shape[1] + cur)
+    if rec_null.any():
+        pool[rec_null] = suspense.take(cur[rec_null])
     rows = cat if pool.min(initial=0) >= 0 else cat.filter(pa.array(pool >= 0))
     return pa.table({
-        "pool": _dictionary(pool[pool >= 0], pools.column("pool").combine_chunks()),
+        "pool": _dictionary(pool if rows is cat else pool[pool >= 0],
+                            pools.column("pool").combine_chunks()),
         **{n: _dictionary(rows.column(f"{k}_no"), names[k])
            for n, k in (("currency", "currency"), ("territory", "territory"), ("item", "item"))},
     })  # fmt: skip

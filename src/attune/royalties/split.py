@@ -42,7 +42,8 @@ def fit(values: Ints) -> Ints:
 
 def divmod_trunc(num: Ints, den: Ints) -> tuple[Ints, Ints]:
     """Quotient and remainder of integer division truncated toward zero (SQL semantics)."""
-    if num.dtype == np.int64 and den.dtype == np.int64 and (num >= 0).all() and (den > 0).all():
+    if num.dtype == np.int64 and den.dtype == np.int64 and (
+            not len(num) or (int(num.min()) >= 0 and int(den.min()) > 0)):
         return np.divmod(num, den)  # one pass; floor and truncation agree on these signs
     quo = num // den
     rem = num - quo * den
@@ -53,10 +54,15 @@ def divmod_trunc(num: Ints, den: Ints) -> tuple[Ints, Ints]:
     return quo, rem
 
 
+def _largest(values: Ints) -> float:
+    """The largest absolute value of a non-empty int64 array (as a float, no temporary array)."""
+    return max(float(values.max()), -float(values.min()))
+
+
 def mul(a: Ints, b: Ints) -> Ints:
     """Exact elementwise product: int64 where every product fits, else Python ints."""
     if a.dtype == np.int64 and b.dtype == np.int64:
-        if not len(a) or float(np.abs(a).max()) * float(np.abs(b).max()) < 2.0**62:
+        if not len(a) or _largest(a) * _largest(b) < 2.0**62:
             return a * b
         # Elementwise bound in floating point: its relative error (2^-52) is far inside the
         # margin between 2^62 and 2^63, and it needs no integer division.
@@ -75,9 +81,28 @@ def group_sums(values: Ints, starts: npt.NDArray[np.int64]) -> Ints:
     """Per-group sums of contiguous groups (exact: Python ints if int64 could overflow)."""
     if values.dtype == np.int64 and len(values):
         longest = int(np.diff(np.r_[starts, len(values)]).max())
-        if float(np.abs(values).max()) * longest < 2.0**62:
+        if _largest(values) * longest < 2.0**62:
             return np.add.reduceat(values, starts)
     return fit(np.add.reduceat(values.astype(object), starts))
+
+
+def key_sums(
+    keys: npt.NDArray[np.int64], values: Ints, n: int
+) -> tuple[npt.NDArray[np.int64], Ints]:
+    """Sums of ``values`` per key (keys in 0..n-1, any order): the keys present, ascending, and
+    their sums, exactly.
+
+    Counted in float64 by ``np.bincount`` when no sum of the values' magnitudes can reach 2^52,
+    so that every partial sum is an integer a float holds exactly; else sorted and summed as
+    integers.
+    """
+    present = np.flatnonzero(np.bincount(keys, minlength=n))
+    if values.dtype == np.int64 and (not len(values) or len(values) * _largest(values) < 2.0**52):
+        sums = np.bincount(keys, weights=values, minlength=n)[present]
+        return present, np.rint(sums).astype(np.int64)
+    order = np.argsort(keys, kind="stable")
+    runs = np.r_[0, np.cumsum(np.bincount(keys, minlength=n)[present])[:-1]]
+    return present, group_sums(values[order], runs.astype(np.int64))
 
 
 def remainder_ranks(
@@ -92,7 +117,8 @@ def remainder_ranks(
     group = np.repeat(np.arange(len(sizes)), sizes) if group is None else group
     rank = np.ones(n, dtype=np.int64)
     small = sizes[group] <= SMALL_GROUP
-    for d in range(1, min(SMALL_GROUP, int(sizes.max(initial=0)))):
+    paired = (sizes > 1) & (sizes <= SMALL_GROUP)  # groups of one row have rank 1
+    for d in range(1, int(sizes[paired].max(initial=1))):
         same = (group[:-d] == group[d:]) & small[d:]
         rank[d:] += same & (rem[:-d] >= rem[d:])
         rank[:-d] += same & (rem[d:] > rem[:-d])
