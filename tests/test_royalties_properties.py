@@ -445,17 +445,20 @@ def test_user_centric_listeners_are_one_across_coded_files(tmp_path: Path) -> No
 @pytest.mark.parametrize("before", [True, False])
 def test_allocation_leaves_numpy_huge_page_setting_as_it_found_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before: bool) -> None:
-    """The allocation asks numpy for ordinary pages while it runs (its short-lived arrays
-    fault in faster) and restores numpy's setting afterwards, also when it fails."""
+    """The allocation asks numpy and Arrow for ordinary pages while it runs (its short-lived
+    arrays fault in faster) and restores their settings afterwards, also when it fails."""
+    import pyarrow as pa
     from numpy._core import multiarray
 
     from attune.royalties import allocate as module
 
-    seen: list[bool] = []
+    seen: list[tuple[bool, str]] = []
     work = module._allocate
+    pool = pa.default_memory_pool().backend_name
 
     def spy(*args: object) -> Allocation:
-        seen.append(bool(multiarray._get_madvise_hugepage()))
+        seen.append((bool(multiarray._get_madvise_hugepage()),
+                     pa.default_memory_pool().backend_name))
         return work(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(module, "_allocate", spy)
@@ -463,9 +466,35 @@ def test_allocation_leaves_numpy_huge_page_setting_as_it_found_it(
     previous = multiarray._set_madvise_hugepage(before)
     try:
         allocate([], snap, "2026-10")
-        assert seen == [False] and bool(multiarray._get_madvise_hugepage()) is before
+        assert seen == [(False, "system")]
+        assert bool(multiarray._get_madvise_hugepage()) is before
+        assert pa.default_memory_pool().backend_name == pool
         with pytest.raises(ValueError):
             allocate([], snap, "2026-13")
         assert bool(multiarray._get_madvise_hugepage()) is before
+        assert pa.default_memory_pool().backend_name == pool
+    finally:
+        multiarray._set_madvise_hugepage(previous)
+
+
+def test_overlapping_allocations_restore_page_settings_when_the_last_ends() -> None:
+    """Allocations running side by side (threads of one server) share the switch: the first
+    to start makes it, the last to end undoes it."""
+    import pyarrow as pa
+    from numpy._core import multiarray
+
+    from attune.royalties.allocate import _PAGES
+
+    previous = multiarray._set_madvise_hugepage(True)
+    pool = pa.default_memory_pool().backend_name
+    try:
+        _PAGES.enter()
+        _PAGES.enter()
+        _PAGES.leave()
+        assert not multiarray._get_madvise_hugepage()
+        assert pa.default_memory_pool().backend_name == "system"
+        _PAGES.leave()
+        assert multiarray._get_madvise_hugepage()
+        assert pa.default_memory_pool().backend_name == pool
     finally:
         multiarray._set_madvise_hugepage(previous)
