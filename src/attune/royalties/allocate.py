@@ -1117,6 +1117,17 @@ def _matched(
     return np.r_[values, 0][match], np.r_[nulls, True][match]
 
 
+def _by_item(
+    found: pa.Table, name: str, no: npt.NDArray[np.int64], n_items: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """A nullable BIGINT column of ``found`` (one row per item number ``no``) placed by item
+    number, NULL for numbers without a row and for number ``n_items`` (no item)."""
+    values, nulls = _column(found, name)
+    by_item, null = np.zeros(n_items + 1, dtype=np.int64), np.ones(n_items + 1, dtype=bool)
+    by_item[no], null[no] = values, nulls
+    return by_item, null
+
+
 def _kind_rows(totals: pa.Table, *, output: bool) -> pa.Table:
     """The output (or ISRC) rows of coded totals: a slice where ingest wrote them apart (ISRC
     rows first), else a filter."""
@@ -1132,7 +1143,8 @@ def _catalog(con: duckdb.DuckDBPyConnection, usage: _Usage) -> pa.Table:
     """Table cat: per ISRC total, its recording (one row per recording of that ISRC; NULL when
     none) and the agreement that governs it, joining only the distinct ISRCs' strings."""
     t = _kind_rows(usage.totals, output=False)
-    item = _codes(t.column("item_no"))
+    n_items = len(usage.names["item"])
+    item = np.asarray(t.column("item_no").fill_null(n_items).to_numpy())  # NULL: n_items
     con.register("items", pa.table({"no": np.arange(len(usage.names["item"])),
                                     "value": usage.names["item"]}))  # fmt: skip
     found = con.sql(
@@ -1146,18 +1158,20 @@ def _catalog(con: duckdb.DuckDBPyConnection, usage: _Usage) -> pa.Table:
     # Per row, its match in found; len(found) (a NULL recording and agreement) where none.
     no = _column(found, "no")[0]
     if np.bincount(no, minlength=1).max() <= 1:  # an ISRC of at most one recording
-        slot = np.full(len(usage.names["item"]) + 1, len(no), dtype=np.int64)
-        slot[no] = np.arange(len(no))
-        match = slot[item]  # item -1 (NULL) takes the last slot: none
+        # Per item number its recording and agreement (slot n_items: none), then per row.
+        rec_of, rec_null_of = _by_item(found, "recording_id", no, n_items)
+        agr_of, agr_null_of = _by_item(found, "agreement_id", no, n_items)
+        rec, rec_null = rec_of.take(item), rec_null_of.take(item)
+        agr, agr_null = agr_of.take(item), agr_null_of.take(item)
     else:  # one row per recording of the ISRC
         order = np.argsort(no, kind="stable")
-        left, right = split.SortedKeys(no[order]).expand(item)
+        left, right = split.SortedKeys(no[order]).expand(item.astype(np.int64))
         none = np.ones(len(item), dtype=bool)
         none[left] = False
         t = t.take(np.r_[left, np.flatnonzero(none)])
         match = np.r_[order[right], np.full(int(none.sum()), len(no))]
-    rec, rec_null = _matched(found, "recording_id", match)
-    agr, agr_null = _matched(found, "agreement_id", match)
+        rec, rec_null = _matched(found, "recording_id", match)
+        agr, agr_null = _matched(found, "agreement_id", match)
     # A recording no agreement governs everywhere is governed per territory.
     ungoverned = np.flatnonzero(~rec_null & agr_null)
     if len(ungoverned):
