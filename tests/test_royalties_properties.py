@@ -80,6 +80,24 @@ def test_numpy_largest_remainder_matches_the_python_reference(
         start += len(ws)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 9), st.integers(-(2**62), 2**62)), max_size=40),
+    st.sampled_from([1, 10**3, 10**12]),
+)
+def test_key_sums_are_exact_on_either_path(rows: list[tuple[int, int]], scale: int) -> None:
+    """Per-key sums equal Python's, whether counted in float64 (small magnitudes) or summed
+    as integers (large ones, beyond 2^52 and 2^63 in total)."""
+    keys = np.array([k for k, _ in rows], dtype=np.int64)
+    values = np.array([v // scale for _, v in rows], dtype=np.int64)
+    present, sums = split.key_sums(keys, values, 10)
+    expected: dict[int, int] = {}
+    for k, v in zip(keys.tolist(), values.tolist(), strict=True):
+        expected[k] = expected.get(k, 0) + v
+    assert present.tolist() == sorted(expected)
+    assert [int(x) for x in sums] == [expected[k] for k in sorted(expected)]
+
+
 def test_products_beyond_64_bits_fall_back_to_exact_integers() -> None:
     """Where amount x weight overflows int64, quotient and remainder are still exact."""
     a = np.array([3, 10**12], dtype=np.int64)
