@@ -452,3 +452,15 @@ def test_votes_fall_in_the_windows_that_hold_them(seconds: float) -> None:
     centre = win.centre(window)
     assert np.array_equal(b, np.floor((v.t_ref[owner] - scale[owner] * (t_query[owner] - centre))
                                       / BIN).astype(np.int64))
+
+
+def test_peak_sets_equal_separate_peak_picks(catalog: dict[int, np.ndarray]) -> None:
+    """Several peak densities from one spectrogram are the peaks each would get alone, for a
+    short query and for a signal of several analysis chunks."""
+    y = catalog[101]
+    for signal in (y[: 10 * SR], np.tile(y, 3)):
+        sets = fp.peak_sets(signal, SR, (fp.PEAKS_PER_WINDOW, 30, 5))
+        for per_window, got in zip((fp.PEAKS_PER_WINDOW, 30, 5), sets, strict=True):
+            alone = fp.peaks(signal, SR, per_window=per_window)
+            assert all(np.array_equal(a, b) for a, b in zip(got, alone, strict=True))
+        assert len(sets[2].frame) < len(sets[0].frame) < len(sets[1].frame)

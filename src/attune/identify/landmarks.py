@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -157,6 +157,15 @@ def peaks_stream(
     The signal is cut into chunks of ``chunk_frames`` frames (a multiple of RANK_FRAMES) analysed
     with a margin on both sides, so the peaks equal those of the whole signal.
     """
+    for (p,) in _peak_sets_stream(blocks, chunk_frames, (per_window,)):
+        yield p
+
+
+def _peak_sets_stream(
+    blocks: Iterable[FloatArray], chunk_frames: int, per_windows: tuple[int, ...]
+) -> Iterator[tuple[Peaks, ...]]:
+    """:func:`peaks_stream` for several ``per_window`` values at once, from one spectrogram:
+    per chunk, one set of peaks for each."""
     margin = 2 * RANK_FRAMES  # >= PEAK_FRAMES + 1, and a multiple of RANK_FRAMES
     need = (chunk_frames + 2 * margin - 1) * HOP + N_FFT
     buffer = np.zeros(margin * HOP, dtype=np.float32)
@@ -176,9 +185,13 @@ def peaks_stream(
             if n_frames <= 0:
                 return
             buffer = np.concatenate([buffer, np.zeros(need - len(buffer), dtype=np.float32)])
-        p = work.peaks(work.magnitudes(buffer[:need]), first - margin, per_window)
-        inside = (p.frame >= first) & (p.frame < first + n_frames)
-        yield Peaks(p.frame[inside], p.pitch[inside], p.strength[inside])
+        mag = work.magnitudes(buffer[:need])
+        sets = []
+        for per_window in per_windows:
+            p = work.peaks(mag, first - margin, per_window)
+            inside = (p.frame >= first) & (p.frame < first + n_frames)
+            sets.append(Peaks(p.frame[inside], p.pitch[inside], p.strength[inside]))
+        yield tuple(sets)
         buffer = buffer[n_frames * HOP :]
         first += n_frames
         if n_frames < chunk_frames:
@@ -188,12 +201,20 @@ def peaks_stream(
 def peaks(y: FloatArray, sr: int = SR, per_window: int = PEAKS_PER_WINDOW) -> Peaks:
     """Spectral peaks of mono ``y`` (which must be at SR Hz), in time order: the ``per_window``
     strongest of each RANK_FRAMES window (indexes are made with the default)."""
+    return peak_sets(y, sr, (per_window,))[0]
+
+
+def peak_sets(y: FloatArray, sr: int = SR, per_windows: Sequence[int] = (PEAKS_PER_WINDOW,)
+              ) -> list[Peaks]:
+    """:func:`peaks` of ``y`` for each of ``per_windows``, from one spectrogram (a query looked
+    at twice pays for one)."""
     if sr != SR:
         raise ValueError(f"fingerprints are computed at {SR} Hz, got audio at {sr} Hz")
     n_frames = -(-len(y) // HOP)
     chunk = min(64 * RANK_FRAMES, -(-n_frames // RANK_FRAMES) * RANK_FRAMES)
-    return _joined(peaks_stream([np.asarray(y, dtype=np.float32)],
-                                chunk_frames=max(chunk, RANK_FRAMES), per_window=per_window))
+    chunks = list(_peak_sets_stream([np.asarray(y, dtype=np.float32)],
+                                    max(chunk, RANK_FRAMES), tuple(per_windows)))
+    return [_joined(c[k] for c in chunks) for k in range(len(per_windows))]
 
 
 def _joined(parts: Iterable[Peaks]) -> Peaks:

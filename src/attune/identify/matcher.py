@@ -563,11 +563,10 @@ def identify(index: Index, y: NDArray[np.float32], sr: int = fp.SR) -> list[Hit]
     reverb or noise displaces peaks, so the reference's triplets hide among partners the default
     pairing never forms (on reverberant 10 s queries this found 7-8 of 9 otherwise missed).
     """
-    p = fp.peaks(y, sr)
+    p, dense = fp.peak_sets(y, sr, (fp.PEAKS_PER_WINDOW, DENSE_PEAKS))  # one spectrogram
     hits = match(index, fp.triplets(p), peaks=p)
     if hits:
         return hits
-    dense = fp.peaks(y, sr, per_window=DENSE_PEAKS)
     found = match(index, fp.triplets(dense, partners=DENSE_PARTNERS), peaks=dense,
                   min_confidence=DENSE_CONFIDENCE, own_keys_only=True, budget=DENSE_BUDGET)
     # a degraded copy matches along most of the query; a short phrase found only this way is as
