@@ -501,17 +501,16 @@ def test_overlapping_allocations_restore_page_settings_when_the_last_ends() -> N
     import pyarrow as pa
     from numpy._core import multiarray
 
-    from attune.royalties.allocate import _PAGES
+    from attune.royalties.allocate import _ORDINARY_PAGES
 
     previous = multiarray._set_madvise_hugepage(True)
     pool = pa.default_memory_pool().backend_name
     try:
-        _PAGES.enter()
-        _PAGES.enter()
-        _PAGES.leave()
-        assert not multiarray._get_madvise_hugepage()
-        assert pa.default_memory_pool().backend_name == "system"
-        _PAGES.leave()
+        with _ORDINARY_PAGES:
+            with _ORDINARY_PAGES:
+                pass
+            assert not multiarray._get_madvise_hugepage()
+            assert pa.default_memory_pool().backend_name == "system"
         assert multiarray._get_madvise_hugepage()
         assert pa.default_memory_pool().backend_name == pool
     finally:

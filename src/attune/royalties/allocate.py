@@ -37,9 +37,8 @@ import itertools
 import math
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -1270,13 +1269,14 @@ def allocate(
     ``recoupable``: per agreement, guarantee top-ups not yet recouped (micro-units), as the
     ledger stood before this period.
     """
-    with _ordinary_pages():
+    with _ORDINARY_PAGES:
         return _allocate(usage_files, snap, period, recoupable, threads, memory_limit)
 
 
-@contextmanager
-def _ordinary_pages() -> Iterator[None]:
-    """numpy's and Arrow's large buffers on ordinary pages for the duration.
+class _OrdinaryPages:
+    """numpy's and Arrow's large buffers on ordinary pages while allocations run (a context
+    manager): the first allocation to start switches the process-wide settings, the last to
+    end restores them.
 
     The allocation makes many short-lived arrays of tens of MB. Where transparent huge pages
     are on request ("madvise", Debian's default), numpy asks for them on every large array,
@@ -1287,16 +1287,6 @@ def _ordinary_pages() -> Iterator[None]:
     (which asks for no huge pages) from 2.9-3.2 s to 2.7-3.0 s. Buffers keep the pool they
     came from, so switching pools is safe.
     """
-    _PAGES.enter()
-    try:
-        yield
-    finally:
-        _PAGES.leave()
-
-
-class _PageSettings:
-    """The process-wide settings :func:`_ordinary_pages` changes: the first allocation to
-    start switches them, the last to end restores them."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -1304,8 +1294,7 @@ class _PageSettings:
         self.numpy_huge: bool | None = None  # numpy's setting before (None: numpy has none)
         self.pool: pa.MemoryPool | None = None  # Arrow's default pool before
 
-    def enter(self) -> None:
-        """One more allocation runs."""
+    def __enter__(self) -> None:
         with self.lock:
             if not self.running:
                 self.numpy_huge = _numpy_huge_pages(False)
@@ -1313,8 +1302,7 @@ class _PageSettings:
                 pa.set_memory_pool(pa.system_memory_pool())
             self.running += 1
 
-    def leave(self) -> None:
-        """One allocation ended."""
+    def __exit__(self, *exc: object) -> None:
         with self.lock:
             self.running -= 1
             if not self.running:
@@ -1324,7 +1312,7 @@ class _PageSettings:
                     pa.set_memory_pool(self.pool)
 
 
-_PAGES = _PageSettings()
+_ORDINARY_PAGES = _OrdinaryPages()
 
 
 def _numpy_huge_pages(enable: bool) -> bool | None:

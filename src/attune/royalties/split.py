@@ -96,13 +96,13 @@ def key_sums(
     so that every partial sum is an integer a float holds exactly; else sorted and summed as
     integers.
     """
-    present = np.flatnonzero(np.bincount(keys, minlength=n))
+    counts = np.bincount(keys, minlength=n)
+    present = np.flatnonzero(counts)
     if values.dtype == np.int64 and (not len(values) or len(values) * _largest(values) < 2.0**52):
         sums = np.bincount(keys, weights=values, minlength=n)[present]
         return present, np.rint(sums).astype(np.int64)
-    order = np.argsort(keys, kind="stable")
-    runs = np.r_[0, np.cumsum(np.bincount(keys, minlength=n)[present])[:-1]]
-    return present, group_sums(values[order], runs.astype(np.int64))
+    runs = np.r_[0, np.cumsum(counts[present])[:-1]].astype(np.int64)
+    return present, group_sums(values[np.argsort(keys, kind="stable")], runs)
 
 
 def remainder_ranks(
