@@ -12,7 +12,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from attune.royalties import split
@@ -85,17 +85,22 @@ def test_numpy_largest_remainder_matches_the_python_reference(
     st.lists(st.tuples(st.integers(0, 9), st.integers(-(2**62), 2**62)), max_size=40),
     st.sampled_from([1, 10**3, 10**12]),
 )
+@example([(3, 2**62), (3, 2**62), (0, 5)], 1)  # a sum of 2^63, past int64
 def test_key_sums_are_exact_on_either_path(rows: list[tuple[int, int]], scale: int) -> None:
-    """Per-key sums equal Python's, whether counted in float64 (small magnitudes) or summed
-    as integers (large ones, beyond 2^52 and 2^63 in total)."""
+    """Per-key sums equal Python's, whether accumulated in int64 (small magnitudes) or summed
+    as Python integers (large ones, up to and beyond 2^63 in total)."""
     keys = np.array([k for k, _ in rows], dtype=np.int64)
     values = np.array([v // scale for _, v in rows], dtype=np.int64)
-    present, sums = split.key_sums(keys, values, 10)
+    present, (sums, halves) = split.key_sums(keys, [values, values // 2], 10)
     expected: dict[int, int] = {}
     for k, v in zip(keys.tolist(), values.tolist(), strict=True):
         expected[k] = expected.get(k, 0) + v
     assert present.tolist() == sorted(expected)
     assert [int(x) for x in sums] == [expected[k] for k in sorted(expected)]
+    half: dict[int, int] = {}
+    for k, v in zip(keys.tolist(), (values // 2).tolist(), strict=True):
+        half[k] = half.get(k, 0) + v
+    assert [int(x) for x in halves] == [half[k] for k in sorted(half)]
 
 
 def test_products_beyond_64_bits_fall_back_to_exact_integers() -> None:
@@ -147,14 +152,16 @@ def worlds(draw: st.DrawFn) -> tuple[Snapshot, list[dict[str, object]]]:
     """A random registry (recordings, works, outputs, agreements) and usage rows over it."""
     n_rec = draw(st.integers(1, 6))
     n_work = draw(st.integers(1, 4))
+    step = draw(st.sampled_from([1, 1, 10**9]))  # recording ids dense or far apart
     parties = list(range(1, 9))
     recordings, owners = [], []
     for r in range(1, n_rec + 1):
         work = draw(st.one_of(st.none(), st.integers(1, n_work)))
-        recordings.append({"recording_id": r, "isrc": f"GBATT26{r:05d}", "work_id": work})
+        recordings.append({"recording_id": r * step, "isrc": f"GBATT26{r:05d}",
+                           "work_id": work})  # fmt: skip
         held = draw(st.lists(st.sampled_from(parties), min_size=1, max_size=3, unique=True))
         shares = _split(100_000_000, len(held), draw)
-        owners += [{"recording_id": r, "party_id": p, "share": s}
+        owners += [{"recording_id": r * step, "party_id": p, "share": s}
                    for p, s in zip(held, shares, strict=True)]  # fmt: skip
     work_shares = []
     for w in range(1, n_work + 1):
@@ -170,14 +177,15 @@ def worlds(draw: st.DrawFn) -> tuple[Snapshot, list[dict[str, object]]]:
         shares = _split(1_000_000, k, draw)
         for i, s in enumerate(shares):
             if draw(st.booleans()):
-                attributions.append({"output_id": oid, "recording_id": 1 + i % n_rec,
+                attributions.append({"output_id": oid, "recording_id": (1 + i % n_rec) * step,
                                      "work_id": None, "share": s})  # fmt: skip
             else:
                 attributions.append({"output_id": oid, "recording_id": None,
                                      "work_id": 1 + i % n_work, "share": s})  # fmt: skip
     agreements = [
         {"agreement_id": i, "licensor_id": p, "licensee_id": 99,
-         "start_date": date(2026, 1, 1), "end_date": None, "worldwide": True, "covers_all": True,
+         "start_date": date(2026, 1, 1), "end_date": None, "worldwide": draw(st.booleans()),
+         "covers_all": True,
          "ai_share": draw(st.integers(0, 1_000_000)),
          "minimum_guarantee": draw(st.sampled_from([0, 0, 1_000_000])), "currency": "EUR",
          "catalog_policy": draw(st.sampled_from(["pro_rata", "user_centric"])),
@@ -197,6 +205,9 @@ def worlds(draw: st.DrawFn) -> tuple[Snapshot, list[dict[str, object]]]:
         for n, item in enumerate(draw(st.lists(st.sampled_from(items), min_size=1,
                                                max_size=25)), start=2)
     ]  # fmt: skip
+    # A grant that is not worldwide covers France: its recordings are governed per territory.
+    territories = [{"agreement_id": a["agreement_id"], "territory": "FR", "excluded": False}
+                   for a in agreements if not a["worldwide"]]  # fmt: skip
     snap = snapshot(
         recordings=recordings,
         owners=owners,
@@ -204,6 +215,7 @@ def worlds(draw: st.DrawFn) -> tuple[Snapshot, list[dict[str, object]]]:
         outputs=outputs,
         attributions=attributions,
         agreements=agreements,
+        territories=territories,
     )
     return snap, usage  # fmt: skip
 
@@ -515,3 +527,66 @@ def test_overlapping_allocations_restore_page_settings_when_the_last_ends() -> N
         assert pa.default_memory_pool().backend_name == pool
     finally:
         multiarray._set_madvise_hugepage(previous)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.sampled_from([0, 1, None]), st.integers(0, 9),
+                       st.integers(0, 10**6)), max_size=30),
+    st.lists(st.sampled_from([None, 1, 2, 10**12]), min_size=6, max_size=6),
+    st.lists(st.booleans(), min_size=6, max_size=6),
+    st.booleans(),
+)
+def test_recording_totals_equal_a_plain_group_by(
+    rows: list[tuple[int, int | None, int, int]], recording: list[int | None],
+    governed: list[bool], one_to_one: bool,
+) -> None:  # fmt: skip
+    """Units and revenue per (currency, agreement, recording): summed by ISRC number in numpy
+    for rows governed by one agreement, grouped in SQL for the rest (and for all of them where
+    ISRCs and recordings are not one to one), they equal a GROUP BY over every row."""
+    from attune.royalties.allocate import _recording_totals
+
+    # Item i's recording is recording[i] (distinct per item where one to one); a governed
+    # item's rows share one agreement (i % 2), the others' agreement varies by row (by
+    # territory, in the allocation).
+    if one_to_one:
+        recording = [None if r is None else r * 10 + i for i, r in enumerate(recording)]
+    table = pa.table({
+        "item_no": pa.array([i for i, *_ in rows], pa.int32()),
+        "currency_no": pa.array([c for _, c, *_ in rows], pa.int16()),
+        "recording_id": pa.array([recording[i] for i, *_ in rows], pa.int64()),
+        "agreement_id": pa.array([i % 2 if governed[i] else (a % 3 or None)
+                                  for i, _, a, _ in rows], pa.int64()),
+        "units": pa.array([u % 7 for *_, u in rows], pa.int64()),
+        "revenue": pa.array([u for *_, u in rows], pa.int64()),
+    })  # fmt: skip
+    by_item = np.array([governed[i] and recording[i] is not None for i, *_ in rows], dtype=bool)
+    con = duckdb.connect()
+    _recording_totals(con, table, by_item if one_to_one else None, pa.array(["EUR", "JPY"]))
+    got = con.sql("SELECT * FROM cat_rec ORDER BY ALL").fetchall()
+    con.register("cat", table)
+    con.register("names", pa.table({"no": [0, 1], "currency": ["EUR", "JPY"]}))
+    expected = con.sql(
+        "SELECT n.currency, agreement_id, recording_id, sum(units), sum(revenue) "
+        "FROM cat LEFT JOIN names n ON n.no = cat.currency_no WHERE recording_id IS NOT NULL "
+        "GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    assert got == expected
+
+
+@pytest.mark.parametrize("step", [1, 10**12])
+def test_governing_agreements_are_looked_up_by_dense_and_sparse_ids(step: int) -> None:
+    """Each recording's governing agreement (gov_all) comes out as a join would give it,
+    NULL for recordings it lacks and NULL recordings, whether ids are dense or far apart."""
+    from attune.royalties.allocate import _governing
+
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE gov_all AS SELECT i * {step} AS recording_id, 100 + i % 3 AS "
+                "agreement_id FROM range(1, 40, 2) t(i)")  # fmt: skip
+    ids = [i * step for i in range(0, 45)] + [-step, 10**15]
+    rec = np.array(ids, dtype=np.int64)
+    null = np.array([i % 11 == 5 for i in range(len(ids))], dtype=bool)
+    got = _governing(con, rec, null).to_pylist()
+    table = dict(con.sql("SELECT recording_id, agreement_id FROM gov_all").fetchall())
+    assert got == [None if n else table.get(r) for r, n in zip(ids, null, strict=True)]
+    assert sum(g is not None for g in got) > 10

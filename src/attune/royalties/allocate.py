@@ -21,8 +21,11 @@ The rule, per usage period:
 Usage-level work (pools, pairs, governance) runs in DuckDB; the two item-level splits (pools
 over pairs, pairs over parties) and each listener's user-centric split run in numpy on integer
 keys (attune.royalties.split), in int64 where products fit and in exact Python integers where
-they do not. Item totals come in integer codes: from the coded rollup ingest writes beside each
-usage file where every file has one (attune.royalties.ingest.write_listens), so that only the
+they do not. So do the per-recording totals of recordings governed everywhere by one
+agreement (summed by ISRC number, no hash table) and the lookup of that agreement.
+
+Item totals come in integer codes: from the coded rollup ingest writes beside each usage
+file where every file has one (attune.royalties.ingest.write_listens), so that only the
 distinct ISRCs' strings are joined to recordings; otherwise from the string rollup
 (write_totals) or the lines, numbered at allocation. User-centric lines come from the
 integer-coded ISRC lines where every file has them, else from the lines. Stages that do not
@@ -808,10 +811,15 @@ def _uc_lines_from_listens(
                 JOIN {k} c ON c.kind = 'currency' AND c.value = g.currency
                 """
             )
+        # The semi-join on the item alone is pushed into the scan as a filter, so that only
+        # user-centric items' lines are read whole and probe the coded key.
         picked = con.sql(
             f"""
             SELECT k.ix, l.listener_no, l.units, l.revenue
-            FROM read_parquet({_listing([listens])}) l JOIN uc_look k
+            FROM (SELECT * FROM read_parquet({_listing([listens])}) SEMI JOIN (
+                      SELECT DISTINCT (code // {max(n_terr * n_cur, 1)})::INTEGER AS item_no
+                      FROM uc_look) USING (item_no)) l
+            JOIN uc_look k
                 ON k.code = (l.item_no::BIGINT * {n_terr} + l.territory_no) * {n_cur}
                     + l.currency_no
             """
@@ -934,7 +942,7 @@ def _user_centric(
     sizes = np.diff(np.r_[first, len(ucr)]).astype(np.int64)
     totals = split.group_sums(revenues, first) if len(ucr) else revenues
     amount, _ = split.largest_remainder(split.fit(totals), sizes, weights)
-    present, weight = split.key_sums(ucr, amount, n_ucr)  # per recording, in number order
+    present, (weight,) = split.key_sums(ucr, [amount], n_ucr)  # per recording, in number order
     sums = gov.take(pa.array(ucr_rows[present])).append_column("weight", _decimal(weight))
     con.register("uc_sums", sums)
     con.execute("CREATE TABLE uc_w AS SELECT * REPLACE (weight::HUGEINT AS weight) FROM uc_sums")
@@ -1138,22 +1146,26 @@ def _kind_rows(totals: pa.Table, *, output: bool) -> pa.Table:
     return totals.filter(flags if output else pc.invert(flags))
 
 
-def _catalog(con: duckdb.DuckDBPyConnection, usage: _Usage) -> pa.Table:
+def _catalog(
+    con: duckdb.DuckDBPyConnection, usage: _Usage
+) -> tuple[pa.Table, npt.NDArray[np.bool_] | None]:
     """Table cat: per ISRC total, its recording (one row per recording of that ISRC; NULL when
-    none) and the agreement that governs it, joining only the distinct ISRCs' strings."""
+    none) and the agreement that governs it, joining only the distinct ISRCs' strings.
+
+    Also the rows whose recording and agreement follow from their ISRC alone (a recording
+    governed everywhere by one agreement), where ISRCs and recordings are one to one; else
+    None.
+    """
     t = _kind_rows(usage.totals, output=False)
     n_items = len(usage.names["item"])
     item = np.asarray(t.column("item_no").fill_null(n_items).to_numpy())  # NULL: n_items
     con.register("items", pa.table({"no": np.arange(len(usage.names["item"])),
                                     "value": usage.names["item"]}))  # fmt: skip
     found = con.sql(
-        """
-        SELECT i.no, r.recording_id, f.agreement_id
-        FROM items i JOIN s_recordings r ON r.isrc = i.value
-        LEFT JOIN gov_all f ON f.recording_id = r.recording_id
-        """
+        "SELECT i.no, r.recording_id FROM items i JOIN s_recordings r ON r.isrc = i.value"
     ).to_arrow_table()
     con.unregister("items")
+    found = found.append_column("agreement_id", _governing(con, *_column(found, "recording_id")))
     # Per row, its match in found; len(found) (a NULL recording and agreement) where none.
     no = _column(found, "no")[0]
     if np.bincount(no, minlength=1).max() <= 1:  # an ISRC of at most one recording
@@ -1162,6 +1174,7 @@ def _catalog(con: duckdb.DuckDBPyConnection, usage: _Usage) -> pa.Table:
         agr_of, agr_null_of = _by_item(found, "agreement_id", no, n_items)
         rec, rec_null = rec_of.take(item), rec_null_of.take(item)
         agr, agr_null = agr_of.take(item), agr_null_of.take(item)
+        by_item = ~rec_null & ~agr_null if _distinct(_column(found, "recording_id")[0]) else None
     else:  # one row per recording of the ISRC
         order = np.argsort(no, kind="stable")
         left, right = split.SortedKeys(no[order]).expand(item.astype(np.int64))
@@ -1171,6 +1184,7 @@ def _catalog(con: duckdb.DuckDBPyConnection, usage: _Usage) -> pa.Table:
         match = np.r_[order[right], np.full(int(none.sum()), len(no))]
         rec, rec_null = _matched(found, "recording_id", match)
         agr, agr_null = _matched(found, "agreement_id", match)
+        by_item = None
     # A recording no agreement governs everywhere is governed per territory.
     ungoverned = np.flatnonzero(~rec_null & agr_null)
     if len(ungoverned):
@@ -1209,7 +1223,94 @@ def _catalog(con: duckdb.DuckDBPyConnection, usage: _Usage) -> pa.Table:
     con.register("suspended", suspended.set_column(
         2, "isrc", suspended.column("isrc").cast(pa.string())
     ))  # fmt: skip
-    return cat
+    return cat, by_item
+
+
+def _governing(
+    con: duckdb.DuckDBPyConnection, rec: npt.NDArray[np.int64], rec_null: npt.NDArray[np.bool_]
+) -> pa.Array:
+    """Per recording id (``rec_null``: none), the agreement that governs it everywhere (table
+    gov_all, one row per recording), NULL where none: looked up in numpy, not joined."""
+    gov = con.sql("SELECT recording_id, agreement_id FROM gov_all").to_arrow_table()
+    ids, agreement = _column(gov, "recording_id")[0], _column(gov, "agreement_id")[0]
+    hit = np.full(len(rec), -1, dtype=np.int64)  # per recording, its gov_all row
+    if len(ids):
+        low = int(ids.min())
+        span = int(ids.max()) - low + 1
+        inside = ~rec_null & (rec >= low) & (rec < low + span)
+        if span <= 4 * len(ids) + 1024:  # dense ids: a table by id
+            slot = np.full(span, -1, dtype=np.int64)
+            slot[ids - low] = np.arange(len(ids))
+            hit = np.where(inside, slot.take(np.where(inside, rec - low, 0)), -1)
+        else:
+            order = np.argsort(ids)
+            near = order[np.searchsorted(ids, rec, sorter=order).clip(max=len(ids) - 1)]
+            hit = np.where(inside & (ids[near] == rec), near, -1)
+    found = hit >= 0
+    return _nullable(np.r_[agreement, 0][hit], ~found)
+
+
+def _distinct(ids: npt.NDArray[np.int64]) -> bool:
+    """Whether no id repeats: counted where the ids are dense, else sorted."""
+    if not len(ids):
+        return True
+    low = int(ids.min())
+    if int(ids.max()) - low < 4 * len(ids) + 1024:
+        return int(np.bincount(ids - low).max()) <= 1
+    return len(np.unique(ids)) == len(ids)
+
+
+def _recording_totals(
+    con: duckdb.DuckDBPyConnection, cat: pa.Table, by_item: npt.NDArray[np.bool_] | None,
+    currencies: pa.Array,
+) -> None:  # fmt: skip
+    """Table cat_rec: units and revenue per (currency, agreement, recording) of the cat rows
+    with a recording. Rows ``by_item`` (ISRC and currency determine the group) are summed per
+    (ISRC, currency) number in numpy, with no hash table; the rest are grouped in DuckDB."""
+    has_rec = np.asarray(cat.column("recording_id").is_valid().to_numpy(zero_copy_only=False))
+    by_item = np.zeros(cat.num_rows, dtype=bool) if by_item is None else by_item
+    n_cur = len(currencies) + 1  # currency number + 1; 0 is NULL
+    key = _codes(cat.column("item_no")) * n_cur + _codes(cat.column("currency_no")) + 1
+    sink = int(key.max(initial=-1)) + 1  # the other rows' key, dropped
+    key[~by_item] = sink
+    present, (units, revenue) = split.key_sums(
+        key, [split.as_ints(cat.column(c)) for c in ("units", "revenue")], sink + 1
+    )
+    if len(present) and present[-1] == sink:
+        present, units, revenue = present[:-1], units[:-1], revenue[:-1]
+    first = np.zeros(sink + 1, dtype=np.int64)  # per key, one of its rows: all agree on the group
+    first[key] = np.arange(len(key))
+    one = pa.array(first[present])
+    con.register("rec_sums", pa.table({
+        "currency": _dictionary(present % n_cur - 1, currencies),
+        "agreement_id": cat.column("agreement_id").take(one),
+        "recording_id": cat.column("recording_id").take(one),
+        "units": _integers(units), "revenue": _integers(revenue),
+    }))  # fmt: skip
+    con.register("cat_rest", cat.filter(pa.array(has_rec & ~by_item)))
+    con.register("currencies", pa.table({"no": np.arange(len(currencies)),
+                                         "currency": currencies}))  # fmt: skip
+    con.execute(
+        """
+        CREATE TABLE cat_rec AS
+            SELECT currency::VARCHAR AS currency, agreement_id, recording_id,
+                units::HUGEINT AS units, revenue::HUGEINT AS revenue
+            FROM rec_sums
+            UNION ALL
+            SELECT k.currency, c.* EXCLUDE (currency_no)
+            FROM (SELECT currency_no, agreement_id, recording_id, sum(units) AS units,
+                      sum(revenue) AS revenue
+                  FROM cat_rest GROUP BY ALL) c
+            LEFT JOIN currencies k ON k.no = c.currency_no
+        """
+    )
+    for name in ("rec_sums", "cat_rest", "currencies"):
+        con.unregister(name)
+
+
+def _integers(values: split.Ints) -> pa.Array:
+    """Exact integers as BIGINT where they fit, else as DECIMAL(38, 0)."""
+    return pa.array(values) if values.dtype == np.int64 else _decimal(values)
 
 
 def _catalog_coverage(cat: pa.Table, pools: pa.Table, names: dict[str, pa.Array]) -> pa.Table:
@@ -1380,25 +1481,13 @@ def _allocate(
         # no catalog: they are prepared while the catalog is joined and pooled.
         ai_ready = background.submit(_cursor(con, snap).execute, AI_SQL)
         registry = background.submit(_Registry.read, _cursor(con, snap))
-        cat = _catalog(con, usage)
+        cat, by_item = _catalog(con, usage)
         # User-centric weights need only the catalog's agreements: they are computed while
         # the catalog is pooled and the AI pairs read.
         uc_weights = background.submit(
             _user_centric, _cursor(con, snap), files, _uc_items(con, cat), usage.local
         )
-        # Per recording and agreement, grouped on the currency's number (not its string).
-        con.register("currencies", pa.table({"no": np.arange(len(usage.names["currency"])),
-                                             "currency": usage.names["currency"]}))  # fmt: skip
-        con.execute(
-            """
-            CREATE TABLE cat_rec AS
-                SELECT k.currency, c.* EXCLUDE (currency_no)
-                FROM (SELECT currency_no, agreement_id, recording_id, sum(units) AS units,
-                          sum(revenue) AS revenue
-                      FROM cat WHERE recording_id IS NOT NULL GROUP BY ALL) c
-                LEFT JOIN currencies k ON k.no = c.currency_no
-            """
-        )
+        _recording_totals(con, cat, by_item, usage.names["currency"])
         pools = _pools(con, snap.tables["agreements"], recoupable or {})
         con.register("pools", pools)
         con.execute(

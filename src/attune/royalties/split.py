@@ -8,6 +8,8 @@ toward zero, as DuckDB's integer division does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -87,22 +89,29 @@ def group_sums(values: Ints, starts: npt.NDArray[np.int64]) -> Ints:
 
 
 def key_sums(
-    keys: npt.NDArray[np.int64], values: Ints, n: int
-) -> tuple[npt.NDArray[np.int64], Ints]:
-    """Sums of ``values`` per key (keys in 0..n-1, any order): the keys present, ascending, and
-    their sums, exactly.
+    keys: npt.NDArray[np.int64], columns: Sequence[Ints], n: int
+) -> tuple[npt.NDArray[np.int64], list[Ints]]:
+    """Sums of each column's values per key (keys in 0..n-1, any order): the keys present,
+    ascending, and per column their sums, exactly.
 
-    Counted in float64 by ``np.bincount`` when no sum of the values' magnitudes can reach 2^52,
-    so that every partial sum is an integer a float holds exactly; else sorted and summed as
-    integers.
+    A column is accumulated in int64 by ``np.add.at`` (no sort) when no sum of its values'
+    magnitudes can reach 2^63; else sorted and summed as integers.
     """
     counts = np.bincount(keys, minlength=n)
     present = np.flatnonzero(counts)
-    if values.dtype == np.int64 and (not len(values) or len(values) * _largest(values) < 2.0**52):
-        sums = np.bincount(keys, weights=values, minlength=n)[present]
-        return present, np.rint(sums).astype(np.int64)
-    runs = np.r_[0, np.cumsum(counts[present])[:-1]].astype(np.int64)
-    return present, group_sums(values[np.argsort(keys, kind="stable")], runs)
+    order: npt.NDArray[np.int64] | None = None
+    sums: list[Ints] = []
+    for values in columns:
+        exact = values.dtype == np.int64
+        if exact and (not len(values) or len(values) * _largest(values) < 2.0**62):
+            total = np.zeros(n, dtype=np.int64)
+            np.add.at(total, keys, values)
+            sums.append(total[present])
+            continue
+        order = np.argsort(keys, kind="stable") if order is None else order
+        runs = np.r_[0, np.cumsum(counts[present])[:-1]].astype(np.int64)
+        sums.append(group_sums(values[order], runs))
+    return present, sums
 
 
 def remainder_ranks(
