@@ -507,24 +507,45 @@ def test_allocation_leaves_numpy_huge_page_setting_as_it_found_it(
         multiarray._set_madvise_hugepage(previous)
 
 
-def test_overlapping_allocations_restore_page_settings_when_the_last_ends() -> None:
+def test_overlapping_allocations_restore_page_settings_when_the_last_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Allocations running side by side (threads of one server) share the switch: the first
-    to start makes it, the last to end undoes it."""
+    to start makes it, the last to end undoes it, and only then is glibc told to map large
+    blocks and trim again, and to give its free memory back."""
     import pyarrow as pa
     from numpy._core import multiarray
 
-    from attune.royalties.allocate import _ORDINARY_PAGES
+    from attune.royalties import allocate as module
 
+    assert module._glibc() is not None  # Debian's C library: the settings are really made
+    calls: list[tuple[str, int, int]] = []
+
+    class Libc:
+        def mallopt(self, param: int, value: int) -> int:
+            calls.append(("mallopt", param, value))
+            return 1
+
+        def malloc_trim(self, pad: int) -> int:
+            calls.append(("malloc_trim", pad, 0))
+            return 1
+
+    monkeypatch.setattr(module, "_glibc", Libc)
     previous = multiarray._set_madvise_hugepage(True)
     pool = pa.default_memory_pool().backend_name
+    keep = [("mallopt", module.M_MMAP_MAX, 0), ("mallopt", module.M_TRIM_THRESHOLD, 1 << 30)]
     try:
-        with _ORDINARY_PAGES:
-            with _ORDINARY_PAGES:
+        with module._ORDINARY_PAGES:
+            with module._ORDINARY_PAGES:
                 pass
             assert not multiarray._get_madvise_hugepage()
             assert pa.default_memory_pool().backend_name == "system"
+            assert calls == keep
         assert multiarray._get_madvise_hugepage()
         assert pa.default_memory_pool().backend_name == pool
+        assert calls == [*keep, ("mallopt", module.M_MMAP_MAX, module.GLIBC_MMAP_MAX),
+                         ("mallopt", module.M_TRIM_THRESHOLD, module.GLIBC_TRIM_THRESHOLD),
+                         ("malloc_trim", 0, 0)]  # fmt: skip
     finally:
         multiarray._set_madvise_hugepage(previous)
 

@@ -34,6 +34,7 @@ depend on each other run side by side on cursors of one DuckDB database.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import itertools
@@ -1387,6 +1388,13 @@ class _OrdinaryPages:
     wall time from 3.4-3.9 s to 2.9-3.3 s, and Arrow's buffers from the C library's allocator
     (which asks for no huge pages) from 2.9-3.2 s to 2.7-3.0 s. Buffers keep the pool they
     came from, so switching pools is safe.
+
+    The C library's allocator (glibc) also keeps the memory freed while allocations run, for
+    reuse, instead of giving every block over 32 MB back to the kernel (munmap) and taking
+    fresh zeroed pages for the next: no block is mapped apart and the heap is not trimmed.
+    The last allocation to end gives the free memory back (malloc_trim). In 6 alternating runs
+    that took the allocation's system time from 1.53 to 1.27 s and its wall time from 3.29 to
+    3.10 s.
     """
 
     def __init__(self) -> None:
@@ -1401,6 +1409,7 @@ class _OrdinaryPages:
                 self.numpy_huge = _numpy_huge_pages(False)
                 self.pool = pa.default_memory_pool()
                 pa.set_memory_pool(pa.system_memory_pool())
+                _keep_freed_memory(True)
             self.running += 1
 
     def __exit__(self, *exc: object) -> None:
@@ -1411,9 +1420,38 @@ class _OrdinaryPages:
                     _numpy_huge_pages(self.numpy_huge)
                 if self.pool is not None:
                     pa.set_memory_pool(self.pool)
+                _keep_freed_memory(False)
 
 
 _ORDINARY_PAGES = _OrdinaryPages()
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
+# What glibc's settings are put back to: its default limit of mapped blocks, and the trim
+# threshold its adaptive rule reaches for blocks of 32 MB (a setting ends that rule).
+GLIBC_MMAP_MAX, GLIBC_TRIM_THRESHOLD = 65536, 64 << 20
+
+
+def _glibc() -> Any:
+    """The C library where it is glibc (it has mallopt and malloc_trim), else None."""
+    try:
+        libc = ctypes.CDLL(None)
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def _keep_freed_memory(keep: bool) -> None:
+    """Have glibc keep freed memory for reuse (no separately mapped blocks, no trimming), or
+    restore its limits and give the free memory back to the kernel; nothing elsewhere."""
+    libc = _glibc()
+    if libc is None:
+        return
+    if keep:
+        libc.mallopt(M_MMAP_MAX, 0)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    else:
+        libc.mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX)
+        libc.mallopt(M_TRIM_THRESHOLD, GLIBC_TRIM_THRESHOLD)
+        libc.malloc_trim(0)
 
 
 def _numpy_huge_pages(enable: bool) -> bool | None:
