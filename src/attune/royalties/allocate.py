@@ -1147,11 +1147,23 @@ def _kind_rows(totals: pa.Table, *, output: bool) -> pa.Table:
     return totals.filter(flags if output else pc.invert(flags))
 
 
+def _item_recordings(con: duckdb.DuckDBPyConnection, usage: _Usage) -> pa.Table:
+    """Per ISRC number (column no), each recording of that ISRC and the agreement that governs
+    it everywhere (NULL: none), joining only the distinct ISRCs' strings."""
+    con.register("items", pa.table({"no": np.arange(len(usage.names["item"])),
+                                    "value": usage.names["item"]}))  # fmt: skip
+    found = con.sql(
+        "SELECT i.no, r.recording_id FROM items i JOIN s_recordings r ON r.isrc = i.value"
+    ).to_arrow_table()
+    con.unregister("items")
+    return found.append_column("agreement_id", _governing(con, *_column(found, "recording_id")))
+
+
 def _catalog(
-    con: duckdb.DuckDBPyConnection, usage: _Usage
+    con: duckdb.DuckDBPyConnection, usage: _Usage, found: pa.Table
 ) -> tuple[pa.Table, npt.NDArray[np.bool_] | None]:
-    """Table cat: per ISRC total, its recording (one row per recording of that ISRC; NULL when
-    none) and the agreement that governs it, joining only the distinct ISRCs' strings.
+    """Table cat: per ISRC total, its recording (one row per recording of that ISRC, as
+    ``found`` has them; NULL when none) and the agreement that governs it.
 
     Also the rows whose recording and agreement follow from their ISRC alone (a recording
     governed everywhere by one agreement), where ISRCs and recordings are one to one; else
@@ -1160,13 +1172,6 @@ def _catalog(
     t = _kind_rows(usage.totals, output=False)
     n_items = len(usage.names["item"])
     item = np.asarray(t.column("item_no").fill_null(n_items).to_numpy())  # NULL: n_items
-    con.register("items", pa.table({"no": np.arange(len(usage.names["item"])),
-                                    "value": usage.names["item"]}))  # fmt: skip
-    found = con.sql(
-        "SELECT i.no, r.recording_id FROM items i JOIN s_recordings r ON r.isrc = i.value"
-    ).to_arrow_table()
-    con.unregister("items")
-    found = found.append_column("agreement_id", _governing(con, *_column(found, "recording_id")))
     # Per row, its match in found; len(found) (a NULL recording and agreement) where none.
     no = _column(found, "no")[0]
     if np.bincount(no, minlength=1).max() <= 1:  # an ISRC of at most one recording
@@ -1516,10 +1521,12 @@ def _allocate(
         con.register("usage_territories", pa.table({"territory": usage.names["territory"]}))
         con.execute(USAGE_SQL)
         # The AI side (covered attributions, units per output) and the registry's splits need
-        # no catalog: they are prepared while the catalog is joined and pooled.
+        # no catalog: they are prepared while the catalog is joined and pooled, the splits
+        # while the catalog's numpy work runs, which would otherwise have the cores to itself.
         ai_ready = background.submit(_cursor(con, snap).execute, AI_SQL)
+        found = _item_recordings(con, usage)
         registry = background.submit(_Registry.read, _cursor(con, snap))
-        cat, by_item = _catalog(con, usage)
+        cat, by_item = _catalog(con, usage, found)
         # User-centric weights need only the catalog's agreements: they are computed while
         # the catalog is pooled and the AI pairs read.
         uc_weights = background.submit(
