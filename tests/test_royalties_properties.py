@@ -512,13 +512,18 @@ def test_overlapping_allocations_restore_page_settings_when_the_last_ends(
 ) -> None:
     """Allocations running side by side (threads of one server) share the switch: the first
     to start makes it, the last to end undoes it, and only then is glibc told to map large
-    blocks and trim again, and to give its free memory back."""
+    blocks and trim again, and to give its free memory back, and are huge pages back on."""
     import pyarrow as pa
     from numpy._core import multiarray
 
     from attune.royalties import allocate as module
 
-    assert module._glibc() is not None  # Debian's C library: the settings are really made
+    libc = module._glibc()
+    assert libc is not None  # Debian's C library: the settings are really made
+    thp_off = libc.prctl(module.PR_GET_THP_DISABLE, 0, 0, 0, 0)
+    with module._ORDINARY_PAGES:
+        assert libc.prctl(module.PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1
+    assert libc.prctl(module.PR_GET_THP_DISABLE, 0, 0, 0, 0) == thp_off
     calls: list[tuple[str, int, int]] = []
 
     class Libc:
@@ -530,10 +535,16 @@ def test_overlapping_allocations_restore_page_settings_when_the_last_ends(
             calls.append(("malloc_trim", pad, 0))
             return 1
 
+        def prctl(self, option: int, value: int, *rest: int) -> int:
+            if option == module.PR_SET_THP_DISABLE:
+                calls.append(("prctl", option, value))
+            return 0  # huge pages were on
+
     monkeypatch.setattr(module, "_glibc", Libc)
     previous = multiarray._set_madvise_hugepage(True)
     pool = pa.default_memory_pool().backend_name
-    keep = [("mallopt", module.M_MMAP_MAX, 0), ("mallopt", module.M_TRIM_THRESHOLD, 1 << 30)]
+    keep = [("mallopt", module.M_MMAP_MAX, 0), ("mallopt", module.M_TRIM_THRESHOLD, 1 << 30),
+            ("prctl", module.PR_SET_THP_DISABLE, 1)]
     try:
         with module._ORDINARY_PAGES:
             with module._ORDINARY_PAGES:
@@ -545,7 +556,8 @@ def test_overlapping_allocations_restore_page_settings_when_the_last_ends(
         assert pa.default_memory_pool().backend_name == pool
         assert calls == [*keep, ("mallopt", module.M_MMAP_MAX, module.GLIBC_MMAP_MAX),
                          ("mallopt", module.M_TRIM_THRESHOLD, module.GLIBC_TRIM_THRESHOLD),
-                         ("malloc_trim", 0, 0)]  # fmt: skip
+                         ("malloc_trim", 0, 0),
+                         ("prctl", module.PR_SET_THP_DISABLE, 0)]  # fmt: skip
     finally:
         multiarray._set_madvise_hugepage(previous)
 
