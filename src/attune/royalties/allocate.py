@@ -253,8 +253,9 @@ AI_SQL = """
 # Each source's pairs, ordered by pool number (pools in name order, so sources come in the
 # order ai, catalog, direct, suspense) and within a pool by the key that orders pairs among
 # equal remainders (and so numbers them). An AI pair's weight comes last: an output may
-# attribute the same item twice, and such pairs differ only in weight. AI pairs of no weight
-# are left out; so are pools with no pair.
+# attribute the same item twice, and such pairs differ only in weight. The other sources' pairs
+# are sums per recording (or ISRC) in their pool, so that key alone orders them. AI pairs of no
+# weight are left out; so are pools with no pair.
 PAIR_COLUMNS = "n.pool_ix, p.amount AS total"
 AI_PAIRS = f"""
     SELECT {PAIR_COLUMNS}, c.out_no, c.recording_id, c.work_id, NULL::VARCHAR AS isrc,
@@ -276,7 +277,7 @@ CATALOG_PAIRS = f"""
         AND coalesce(p.agreement_id, -1) = coalesce(c.agreement_id, -1)
         AND p.currency = c.currency
     JOIN pool_no n ON n.pool = p.pool
-    ORDER BY n.pool_ix, c.recording_id, weight
+    ORDER BY n.pool_ix, c.recording_id
 """
 # Pairs of user-centric pools, weighed by the user-centric split (table uc_w).
 USER_CENTRIC_PAIRS = f"""
@@ -288,7 +289,7 @@ USER_CENTRIC_PAIRS = f"""
     JOIN pool_no n ON n.pool = p.pool
     LEFT JOIN uc_w w ON w.currency = c.currency AND w.agreement_id = c.agreement_id
         AND w.recording_id = c.recording_id
-    ORDER BY n.pool_ix, c.recording_id, weight
+    ORDER BY n.pool_ix, c.recording_id
 """
 SUSPENSE_PAIRS = f"""
     SELECT {PAIR_COLUMNS}, NULL::BIGINT AS out_no, NULL::BIGINT AS recording_id,
@@ -296,7 +297,7 @@ SUSPENSE_PAIRS = f"""
     FROM suspended c JOIN pools p ON p.source = 'suspense' AND p.currency = c.currency
     JOIN pool_no n ON n.pool = p.pool
     GROUP BY ALL
-    ORDER BY n.pool_ix, c.isrc, weight
+    ORDER BY n.pool_ix, c.isrc
 """
 
 
@@ -1633,7 +1634,7 @@ def _traces(
         """
         SELECT a.currency, sum(a.revenue) FROM agg_out a
         ANTI JOIN (
-            SELECT DISTINCT e.output_id, e.currency, e.territory
+            SELECT e.output_id, e.currency, e.territory
             FROM ai_usage e
             JOIN (SELECT DISTINCT platform_id, model, territory FROM ai_ok) k
                 ON k.platform_id = e.platform_id
