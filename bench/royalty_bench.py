@@ -119,7 +119,7 @@ def generate_usage(out: Path, rows: int, recordings: int, outputs: int) -> list[
     folder = out / f"usage-{rows}" / f"period={PERIOD}"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    con = duckdb.connect()
+    con = _quiet_duckdb()
     chunk = 10_000_000
     for n, start in enumerate(range(0, rows, chunk)):
         path = folder / f"part-{n}.parquet"
@@ -157,6 +157,13 @@ def _write_usage(con: duckdb.DuckDBPyConnection, path: Path, start: int, size: i
                 FROM (SELECT i, hash(i) AS h FROM range({start}, {start + size}) t(i))
             ) TO '{path}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)
         """)  # fmt: skip
+
+
+def _quiet_duckdb() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that draws no progress bar over the benchmark's output."""
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    return con
 
 
 def _peak_mib() -> float:
@@ -199,7 +206,7 @@ def measure_ingest(out: Path, rows: int, recordings: int) -> dict[str, Any]:
 
     csv_path = out / f"usage-{rows}.csv"
     if not csv_path.exists():
-        duckdb.connect().execute(f"""
+        _quiet_duckdb().execute(f"""
             COPY (SELECT '{PERIOD}' AS period, ['FR', 'DE', 'GB'][1 + i % 3] AS territory,
                 'Tonal' AS service, 'stream' AS use_type,
                 'GB-ATT-' || lpad((1 + hash(i) % {recordings})::VARCHAR, 7, '0') AS item_id,
@@ -208,6 +215,7 @@ def measure_ingest(out: Path, rows: int, recordings: int) -> dict[str, Any]:
                 'EUR' AS currency, 'L' || (i % 500000) AS listener_id
             FROM range({rows}) t(i)) TO '{csv_path}' (HEADER, DELIMITER ',')
         """)  # fmt: skip
+    os.sync()  # the new file's write-back is the set-up's, not the ingest's, I/O
     t0, c0 = time.perf_counter(), _cpu_seconds()
     parsed = parse_csv(csv_path)
     parsed.write(out / "ingested" / usage_path(PERIOD, "0" * 64))
@@ -224,7 +232,7 @@ def measure_allocate(out: Path, files: list[str], threads: int, limit: str) -> d
     t0, c0 = time.perf_counter(), _cpu_seconds()
     alloc = allocate(files, snap, PERIOD, {}, threads=threads, memory_limit=limit)
     seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
-    con = duckdb.connect()
+    con = _quiet_duckdb()
     con.register("l", alloc.leaves)
     con.register("p", alloc.pools)
     bad = con.execute(
