@@ -3,6 +3,7 @@ deterministic whatever the input order, and paying the same usage twice changes 
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import random
 from datetime import date
@@ -535,9 +536,10 @@ def test_overlapping_allocations_restore_page_settings_when_the_last_ends(
             calls.append(("malloc_trim", pad, 0))
             return 1
 
-        def prctl(self, option: int, value: int, *rest: int) -> int:
+        def prctl(self, option: int, value: ctypes.c_ulong, *rest: ctypes.c_ulong) -> int:
+            assert all(r.value == 0 for r in rest)
             if option == module.PR_SET_THP_DISABLE:
-                calls.append(("prctl", option, value))
+                calls.append(("prctl", option, value.value))
             return 0  # huge pages were on
 
     monkeypatch.setattr(module, "_glibc", Libc)

@@ -1477,8 +1477,15 @@ def _huge_pages_off(off: bool) -> bool | None:
     they were off before (None, and nothing set, where the C library or kernel has no such
     switch)."""
     libc = _glibc()
-    before = libc.prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) if libc is not None else -1
-    if before < 0 or libc.prctl(PR_SET_THP_DISABLE, int(off), 0, 0, 0) != 0:
+    if libc is None:
+        return None
+
+    def prctl(option: int, value: int) -> int:  # unused arguments must be zero: full width
+        zero = ctypes.c_ulong(0)
+        return int(libc.prctl(option, ctypes.c_ulong(value), zero, zero, zero))
+
+    before = prctl(PR_GET_THP_DISABLE, 0)
+    if before < 0 or prctl(PR_SET_THP_DISABLE, int(off)) != 0:
         return None
     return bool(before)
 
