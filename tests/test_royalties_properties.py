@@ -522,7 +522,7 @@ def test_overlapping_allocations_restore_page_settings_when_the_last_ends(
     libc = module._glibc()
     assert libc is not None  # Debian's C library: the settings are really made
     thp_off = libc.prctl(module.PR_GET_THP_DISABLE, 0, 0, 0, 0)
-    with module._ORDINARY_PAGES:
+    with module._MEMORY_SETUP:
         assert libc.prctl(module.PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1
     assert libc.prctl(module.PR_GET_THP_DISABLE, 0, 0, 0, 0) == thp_off
     calls: list[tuple[str, int, int]] = []
@@ -548,8 +548,8 @@ def test_overlapping_allocations_restore_page_settings_when_the_last_ends(
     keep = [("mallopt", module.M_MMAP_MAX, 0), ("mallopt", module.M_TRIM_THRESHOLD, 1 << 30),
             ("prctl", module.PR_SET_THP_DISABLE, 1)]
     try:
-        with module._ORDINARY_PAGES:
-            with module._ORDINARY_PAGES:
+        with module._MEMORY_SETUP:
+            with module._MEMORY_SETUP:
                 pass
             assert not multiarray._get_madvise_hugepage()
             assert pa.default_memory_pool().backend_name == "system"

@@ -1377,14 +1377,15 @@ def allocate(
     ``recoupable``: per agreement, guarantee top-ups not yet recouped (micro-units), as the
     ledger stood before this period.
     """
-    with _ORDINARY_PAGES:
+    with _MEMORY_SETUP:
         return _allocate(usage_files, snap, period, recoupable, threads, memory_limit)
 
 
-class _OrdinaryPages:
-    """numpy's and Arrow's large buffers on ordinary pages while allocations run (a context
-    manager): the first allocation to start switches the process-wide settings, the last to
-    end restores them.
+class _MemorySetup:
+    """Memory for many short-lived large arrays while allocations run (a context manager):
+    ordinary pages for numpy's and Arrow's buffers, freed memory kept for reuse, no huge
+    pages. The first allocation to start switches these process-wide settings, the last to end
+    restores them.
 
     The allocation makes many short-lived arrays of tens of MB. Where transparent huge pages
     are on request ("madvise", Debian's default), numpy asks for them on every large array,
@@ -1439,7 +1440,7 @@ class _OrdinaryPages:
                     _huge_pages_off(self.thp_off)
 
 
-_ORDINARY_PAGES = _OrdinaryPages()
+_MEMORY_SETUP = _MemorySetup()
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
 PR_SET_THP_DISABLE, PR_GET_THP_DISABLE = 41, 42  # Linux's prctl options
 # What glibc's settings are put back to: its default limit of mapped blocks, and the trim
