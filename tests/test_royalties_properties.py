@@ -625,3 +625,18 @@ def test_governing_agreements_are_looked_up_by_dense_and_sparse_ids(step: int) -
     table = dict(con.sql("SELECT recording_id, agreement_id FROM gov_all").fetchall())
     assert got == [None if n else table.get(r) for r, n in zip(ids, null, strict=True)]
     assert sum(g is not None for g in got) > 10
+
+
+def test_kind_keys_slice_contiguous_kinds_and_filter_interleaved_ones() -> None:
+    """A keys file's rows of one kind: a zero-copy slice where the kind's rows are contiguous
+    (as ingest writes them), the same rows by a filter where they are not."""
+    from attune.royalties.allocate import _kind_keys
+
+    kinds = ["currency", "item", "item", "item", "territory", "item", "output"]
+    keys = pa.table({"kind": kinds, "no": list(range(len(kinds))),
+                     "value": [f"v{i}" for i in range(len(kinds))]})  # fmt: skip
+    for kind in ("currency", "item", "output", "territory", "listener"):
+        assert _kind_keys(keys, kind).to_pylist() == [r for r in keys.to_pylist()
+                                                      if r["kind"] == kind]  # fmt: skip
+    contiguous = keys.slice(0, 5)
+    assert _kind_keys(contiguous, "item").column("no").to_pylist() == [1, 2, 3]

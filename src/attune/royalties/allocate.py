@@ -990,14 +990,24 @@ def _by_number(keys: pa.Table) -> pa.Array:
     return values if np.array_equal(no, np.arange(len(no))) else values.take(np.argsort(no))
 
 
+def _kind_keys(keys: pa.Table, kind: str) -> pa.Table:
+    """The rows of one kind of a keys file: a slice where they are contiguous (ingest writes
+    kind after kind), else a filter."""
+    mask = pc.equal(keys.column("kind"), kind)
+    at = np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False)))
+    if len(at) and int(at[-1]) - int(at[0]) + 1 == len(at):
+        return keys.slice(int(at[0]), len(at))
+    return keys.filter(mask)
+
+
 def _usage_from_side_files(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> _Usage:
     """Item totals from the files' integer-coded rollups (ingest.write_listens). Several
     files are numbered as one by their strings, and rows of one key in several files summed."""
     tables, names = [], []
     for f in files:
-        keys = pq.read_table(listens_paths(f)[1])  # a filtered read costs more than a full one
-        kind = keys.column("kind")
-        names.append({k: _by_number(keys.filter(pc.equal(kind, k))) for k in CODED_KINDS})
+        # Listeners' row groups are skipped; the kinds come one after another.
+        keys = pq.read_table(listens_paths(f)[1], filters=[("kind", "in", list(CODED_KINDS))])
+        names.append({k: _by_number(_kind_keys(keys, k)) for k in CODED_KINDS})
         tables.append(pq.read_table(coded_totals_path(f)))
     if len(files) == 1:
         local = [{k: (np.arange(len(v)), len(v)) for k, v in names[0].items()}]
