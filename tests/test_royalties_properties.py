@@ -611,20 +611,28 @@ def test_recording_totals_equal_a_plain_group_by(
 
 @pytest.mark.parametrize("step", [1, 10**12])
 def test_governing_agreements_are_looked_up_by_dense_and_sparse_ids(step: int) -> None:
-    """Each recording's governing agreement (gov_all) comes out as a join would give it,
-    NULL for recordings it lacks and NULL recordings, whether ids are dense or far apart."""
+    """Each recording's governing agreement is its lowest covering one where that one covers
+    every territory, NULL otherwise, for recordings without cover and NULL recordings, whether
+    ids are dense or far apart."""
     from attune.royalties.allocate import _governing
 
     con = duckdb.connect()
-    con.execute(f"CREATE TABLE gov_all AS SELECT i * {step} AS recording_id, 100 + i % 3 AS "
-                "agreement_id FROM range(1, 40, 2) t(i)")  # fmt: skip
+    # Recording i (odd, below 40) is covered by agreements 100 + i % 3 and 103 + i % 5; only
+    # agreements 100, 101, 104 and 106 cover every territory.
+    con.execute(f"CREATE TABLE covers_rec AS SELECT i * {step} AS recording_id, a AS agreement_id "
+                "FROM range(1, 40, 2) t(i), LATERAL (SELECT unnest([100 + i % 3, 103 + i % 5]) a)")
+    con.execute("CREATE TABLE full_cover AS SELECT unnest([100, 101, 104, 106]) AS agreement_id")
     ids = [i * step for i in range(0, 45)] + [-step, 10**15]
     rec = np.array(ids, dtype=np.int64)
     null = np.array([i % 11 == 5 for i in range(len(ids))], dtype=bool)
     got = _governing(con, rec, null).to_pylist()
-    table = dict(con.sql("SELECT recording_id, agreement_id FROM gov_all").fetchall())
-    assert got == [None if n else table.get(r) for r, n in zip(ids, null, strict=True)]
-    assert sum(g is not None for g in got) > 10
+    lowest: dict[int, int] = {}
+    for r, a in con.sql("SELECT recording_id, agreement_id FROM covers_rec").fetchall():
+        lowest[r] = min(a, lowest.get(r, a))
+    expected = [None if n or lowest.get(r) not in (100, 101, 104, 106) else lowest[r]
+                for r, n in zip(ids, null, strict=True)]  # fmt: skip
+    assert got == expected
+    assert sum(g is not None for g in got) > 5 and sum(g is None for g in got) > 20
 
 
 def test_kind_keys_slice_contiguous_kinds_and_filter_interleaved_ones() -> None:

@@ -210,15 +210,10 @@ USAGE_SQL = """
             AND k.model = s.model AND k.territory = s.territory
         GROUP BY ALL;
     -- A recording whose lowest covering agreement covers every usage territory is
-    -- governed by it everywhere; only the others need a minimum per territory.
+    -- governed by it everywhere (_governing); only the others need a minimum per territory.
     CREATE TABLE full_cover AS
         SELECT agreement_id FROM cov GROUP BY ALL
         HAVING count(DISTINCT territory) = (SELECT count(territory) FROM usage_territories);
-    CREATE TABLE gov_all AS
-        SELECT f.recording_id, f.agreement_id
-        FROM (SELECT recording_id, min(agreement_id) AS agreement_id
-              FROM covers_rec GROUP BY ALL) f
-        SEMI JOIN full_cover USING (agreement_id);
 """
 AI_SQL = """
     -- Attributions an agreement covers; n counts repeats of one (output, item, share).
@@ -1246,25 +1241,34 @@ def _catalog(
 def _governing(
     con: duckdb.DuckDBPyConnection, rec: npt.NDArray[np.int64], rec_null: npt.NDArray[np.bool_]
 ) -> pa.Array:
-    """Per recording id (``rec_null``: none), the agreement that governs it everywhere (table
-    gov_all, one row per recording), NULL where none: looked up in numpy, not joined."""
-    gov = con.sql("SELECT recording_id, agreement_id FROM gov_all").to_arrow_table()
-    ids, agreement = _column(gov, "recording_id")[0], _column(gov, "agreement_id")[0]
-    hit = np.full(len(rec), -1, dtype=np.int64)  # per recording, its gov_all row
+    """Per recording id (``rec_null``: none), the agreement that governs it everywhere: its
+    lowest covering agreement (table covers_rec) where that one covers every usage territory
+    (table full_cover), else NULL. Computed in numpy: a minimum per id, not a GROUP BY."""
+    cover = con.sql("SELECT recording_id, agreement_id FROM covers_rec").to_arrow_table()
+    ids, agreement = _column(cover, "recording_id")[0], _column(cover, "agreement_id")[0]
+    full = _column(con.sql("SELECT agreement_id FROM full_cover").to_arrow_table(),
+                   "agreement_id")[0]  # fmt: skip
+    lowest, found = np.zeros(len(rec), dtype=np.int64), np.zeros(len(rec), dtype=bool)
     if len(ids):
         low = int(ids.min())
         span = int(ids.max()) - low + 1
         inside = ~rec_null & (rec >= low) & (rec < low + span)
-        if span <= 4 * len(ids) + 1024:  # dense ids: a table by id
-            slot = np.full(span, -1, dtype=np.int64)
-            slot[ids - low] = np.arange(len(ids))
-            hit = np.where(inside, slot.take(np.where(inside, rec - low, 0)), -1)
-        else:
-            order = np.argsort(ids)
-            near = order[np.searchsorted(ids, rec, sorter=order).clip(max=len(ids) - 1)]
-            hit = np.where(inside & (ids[near] == rec), near, -1)
-    found = hit >= 0
-    return _nullable(np.r_[agreement, 0][hit], ~found)
+        at = np.where(inside, rec - low, 0)
+        if span <= 4 * len(ids) + 1024:  # dense ids: the minimum by id in a table
+            none = np.iinfo(np.int64).max
+            best = np.full(span, none, dtype=np.int64)
+            np.minimum.at(best, ids - low, agreement)
+            lowest = best.take(at)
+            found = inside & (lowest != none)
+        else:  # sorted by id, then agreement: each id's first row is its minimum
+            order = np.lexsort((agreement, ids))
+            ids, agreement = ids[order], agreement[order]
+            first = np.r_[True, ids[1:] != ids[:-1]]
+            ids, agreement = ids[first], agreement[first]
+            near = np.searchsorted(ids, rec).clip(max=len(ids) - 1)
+            lowest, found = agreement[near], ~rec_null & (ids[near] == rec)
+    found &= np.isin(lowest, full)
+    return _nullable(np.where(found, lowest, 0), ~found)
 
 
 def _distinct(ids: npt.NDArray[np.int64]) -> bool:
