@@ -1177,7 +1177,8 @@ def _catalog(
     """
     t = _kind_rows(usage.totals, output=False)
     n_items = len(usage.names["item"])
-    item = np.asarray(t.column("item_no").fill_null(n_items).to_numpy())  # NULL: n_items
+    # Per row, its ISRC number (NULL: n_items), as the index type that take uses unconverted.
+    item = np.asarray(t.column("item_no").fill_null(n_items).to_numpy(), dtype=np.intp)
     # Per row, its match in found; len(found) (a NULL recording and agreement) where none.
     no = _column(found, "no")[0]
     if np.bincount(no, minlength=1).max() <= 1:  # an ISRC of at most one recording
