@@ -1255,7 +1255,7 @@ def _governing(
         span = int(ids.max()) - low + 1
         inside = ~rec_null & (rec >= low) & (rec < low + span)
         at = np.where(inside, rec - low, 0)
-        if span <= 4 * len(ids) + 1024:  # dense ids: the minimum by id in a table
+        if split.dense(span, len(ids)):  # the minimum by id in a table
             none = np.iinfo(np.int64).max
             best = np.full(span, none, dtype=np.int64)
             np.minimum.at(best, ids - low, agreement)
@@ -1277,7 +1277,7 @@ def _distinct(ids: npt.NDArray[np.int64]) -> bool:
     if not len(ids):
         return True
     low = int(ids.min())
-    if int(ids.max()) - low < 4 * len(ids) + 1024:
+    if split.dense(int(ids.max()) - low + 1, len(ids)):
         return int(np.bincount(ids - low).max()) <= 1
     return len(np.unique(ids)) == len(ids)
 
@@ -1348,7 +1348,7 @@ def _catalog_coverage(cat: pa.Table, pools: pa.Table, names: dict[str, pa.Array]
     # with a recording has a catalog pool (pools are its sums), so its place is exact.
     low = int(ids[0]) if len(ids) else 0
     span = int(ids[-1]) - low + 1 if len(ids) else 1
-    if span <= 4 * len(ids) + 1024:  # ids are dense: a table by id
+    if split.dense(span, len(ids)):  # a table by id
         places = np.zeros(span, dtype=np.int64)
         places[ids - low] = np.arange(1, len(ids) + 1)
         rank = places.take(agr - low, mode="clip")

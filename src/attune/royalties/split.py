@@ -164,6 +164,12 @@ def largest_remainder(
     return amount.astype(np.int64), rank
 
 
+def dense(span: int, count: int) -> bool:
+    """Whether ``count`` keys over a range of ``span`` values are dense enough to index by a
+    table of the range (at most 4 slots per key, plus slack for small sets)."""
+    return 0 < span <= 4 * count + 1024
+
+
 class SortedKeys:
     """A sorted key column indexed for equi-joins, built once and probed many times.
 
@@ -175,7 +181,7 @@ class SortedKeys:
         self.keys = sorted_keys
         self.low = int(sorted_keys[0]) if len(sorted_keys) else 0
         self.span = int(sorted_keys[-1]) - self.low + 1 if len(sorted_keys) else 0
-        self.dense = 0 < self.span <= 4 * len(sorted_keys) + 1024
+        self.dense = dense(self.span, len(sorted_keys))
         # Dense keys: each key's count and first position, by key - low (empty when sparse).
         offsets = sorted_keys - self.low if self.dense else sorted_keys[:0]
         self.per_key = np.bincount(offsets, minlength=self.span if self.dense else 0)
